@@ -33,7 +33,9 @@ def check_shape(name: str, tensor: torch.Tensor, expected: Sequence[int | None],
 
 def check_float(name: str, tensor: torch.Tensor) -> None:
     if tensor.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name}: expected a floating dtype (float16, bfloat16, float32, float64), got {tensor.dtype}")
+        raise TypeError(
+            f"{name}: expected a floating dtype (float16, bfloat16, float32, float64), got {tensor.dtype}"
+        )
 
 
 def check_dtype(name: str, tensor: torch.Tensor, dtype: torch.dtype) -> None:

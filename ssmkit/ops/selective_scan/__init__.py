@@ -1,0 +1,108 @@
+"""Mamba-1 selective scan (S6): `selective_scan` over a sequence and `selective_scan_step` for one token.
+
+Layouts (batch first): u, dt, z: (b, l, d); A: (d, n); B, C: (b, l, g, n) with d % g == 0 (channel c reads group
+c // (d / g)); D, dt_bias: (d,); states: (b, d, n) fp32 (fp64 for fp64 inputs).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._backend import register_op, resolve_backend
+from .._checks import check_divides, check_float, check_seq_idx, check_shape, check_tensor, same_device
+from .chunked import selective_scan_chunked
+from .reference import selective_scan_ref
+from .step import selective_scan_step_torch
+
+register_op("selective_scan", "reference", "torch")
+register_op("selective_scan_step", "reference", "torch")
+
+
+def _check_params(A, D, dt_bias, d: int) -> int:
+    check_shape("A", A, (d, None), "(d, n)")
+    if A.is_complex():
+        raise TypeError(f"A: expected a real tensor (Mamba's A is real and negative), got {A.dtype}")
+    if D is not None:
+        check_shape("D", D, (d,), "(d,)")
+    if dt_bias is not None:
+        check_shape("dt_bias", dt_bias, (d,), "(d,)")
+    return A.shape[1]
+
+
+def selective_scan(
+    u: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
+    dt_softplus: bool = False,
+    initial_state: torch.Tensor | None = None,
+    return_final_state: bool = False,
+    seq_idx: torch.Tensor | None = None,
+    backend: str = "auto",
+):
+    """h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t;  y_t = C_t . h_t + D u_t;  y *= silu(z).
+
+    Returns y (b, l, d) in u's dtype, or (y, final_state (b, d, n)) when return_final_state.
+    seq_idx (b, l) int: the state resets to zero wherever it changes along l.
+    """
+    check_tensor("u", u)
+    check_float("u", u)
+    if u.dim() != 3:
+        raise ValueError(f"u: expected shape (b, l, d), got {tuple(u.shape)}")
+    b, l, d = u.shape
+    check_shape("dt", dt, (b, l, d), "(b, l, d)")
+    n = _check_params(A, D, dt_bias, d)
+    check_shape("B", B, (b, l, None, n), "(b, l, g, n)")
+    g = B.shape[2]
+    check_divides("d", d, "g (groups of B)", g)
+    check_shape("C", C, (b, l, g, n), "(b, l, g, n)")
+    if z is not None:
+        check_shape("z", z, (b, l, d), "(b, l, d)")
+    if initial_state is not None:
+        check_shape("initial_state", initial_state, (b, d, n), "(b, d, n)")
+    check_seq_idx(seq_idx, b, l)
+    same_device(
+        u=u, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, initial_state=initial_state, seq_idx=seq_idx
+    )
+
+    chosen = resolve_backend("selective_scan", backend, u.device)
+    impl = selective_scan_ref if chosen == "reference" else selective_scan_chunked
+    y, final = impl(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx)
+    return (y, final) if return_final_state else y
+
+
+def selective_scan_step(
+    u_t: torch.Tensor,
+    dt_t: torch.Tensor,
+    A: torch.Tensor,
+    B_t: torch.Tensor,
+    C_t: torch.Tensor,
+    state: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z_t: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
+    dt_softplus: bool = False,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token: u_t, dt_t, z_t: (b, d); B_t, C_t: (b, g, n); state (b, d, n). Returns (y_t, new_state)."""
+    check_tensor("u_t", u_t)
+    check_float("u_t", u_t)
+    if u_t.dim() != 2:
+        raise ValueError(f"u_t: expected shape (b, d), got {tuple(u_t.shape)}")
+    b, d = u_t.shape
+    check_shape("dt_t", dt_t, (b, d), "(b, d)")
+    n = _check_params(A, D, dt_bias, d)
+    check_shape("B_t", B_t, (b, None, n), "(b, g, n)")
+    g = B_t.shape[1]
+    check_divides("d", d, "g (groups of B)", g)
+    check_shape("C_t", C_t, (b, g, n), "(b, g, n)")
+    check_shape("state", state, (b, d, n), "(b, d, n)")
+    if z_t is not None:
+        check_shape("z_t", z_t, (b, d), "(b, d)")
+    resolve_backend("selective_scan_step", backend, u_t.device)
+    # one token has nothing to parallelize: the reference and the fast path are the same arithmetic
+    return selective_scan_step_torch(u_t, dt_t, A, B_t, C_t, state, D, z_t, dt_bias, dt_softplus)
