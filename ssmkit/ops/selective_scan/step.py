@@ -10,7 +10,7 @@ from .reference import compute_dtype, prepare_dt
 
 def selective_scan_step_torch(u_t, dt_t, A, B_t, C_t, state, D, z_t, dt_bias, dt_softplus):
     ct = compute_dtype(u_t)
-    b, d = u_t.shape
+    d = u_t.shape[1]
     g = B_t.shape[1]
     delta = prepare_dt(dt_t, dt_bias, dt_softplus, ct)  # (b, d)
     uf = u_t.to(ct)
