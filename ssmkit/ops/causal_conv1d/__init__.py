@@ -1,0 +1,95 @@
+"""Depthwise causal conv1d (the short convolution before Mamba's SSM): dispatcher and decoding step.
+
+    y = causal_conv1d(x, weight, bias=None, activation=None, initial_state=None,
+                      return_final_state=False, seq_idx=None, backend="auto")
+    x: (b, l, d)   weight: (d, w)   bias: (d,)   activation: None | "silu"
+    initial_state / final_state: (b, d, w-1), the w-1 inputs before x (oldest first), in x's dtype
+
+    y_t = act(bias + sum_k weight[:, k] * x_{t-(w-1)+k});  positions before 0 read initial_state (zeros if None).
+    seq_idx (b, l) int: no tap reaches across a change of seq_idx (it reads zero); initial_state feeds only the
+    first sequence of each row, and final_state keeps only the last sequence's inputs (zeros before its start),
+    so decoding can continue that sequence.
+
+    y_t, state = causal_conv1d_update(x_t, conv_state, weight, bias=None, activation=None)
+    x_t: (b, d)   conv_state: (b, d, w-1) -> y_t: (b, d), new state (b, d, w-1) in conv_state's dtype
+
+Both paths compute in fp32 (fp64 when x is fp64) and return x's dtype; weight, bias and the state may have any
+floating dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._backend import register_op, resolve_backend
+from .._checks import check_float, check_seq_idx, check_shape, check_tensor, same_device
+from .fast import causal_conv1d_torch
+from .reference import causal_conv1d_ref, causal_conv1d_update_ref
+
+register_op("causal_conv1d", "reference", "torch")
+
+ACTIVATIONS = (None, "silu")
+
+
+def _check_common(weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None, d: int) -> int:
+    check_shape("weight", weight, (d, None), "(d, w)")
+    check_float("weight", weight)
+    w = weight.shape[1]
+    if w < 1:
+        raise ValueError(f"weight: expected shape (d, w) with w >= 1, got {tuple(weight.shape)}")
+    if bias is not None:
+        check_shape("bias", bias, (d,), "(d,)")
+        check_float("bias", bias)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
+    return w
+
+
+def causal_conv1d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: str | None = None,
+    initial_state: torch.Tensor | None = None,
+    return_final_state: bool = False,
+    seq_idx: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Depthwise causal conv over time; returns y (b, l, d), or (y, final_state (b, d, w-1))."""
+    check_tensor("x", x)
+    check_float("x", x)
+    if x.dim() != 3 or x.shape[1] < 1:
+        raise ValueError(f"x: expected shape (b, l, d) with l >= 1, got {tuple(x.shape)}")
+    b, l, d = x.shape
+    w = _check_common(weight, bias, activation, d)
+    if initial_state is not None:
+        check_shape("initial_state", initial_state, (b, d, w - 1), "(b, d, w-1)")
+        check_float("initial_state", initial_state)
+    check_seq_idx(seq_idx, b, l)
+    same_device(x=x, weight=weight, bias=bias, initial_state=initial_state, seq_idx=seq_idx)
+    chosen = resolve_backend("causal_conv1d", backend, x.device)
+    fn = causal_conv1d_ref if chosen == "reference" else causal_conv1d_torch
+    return fn(x, weight, bias, activation, initial_state, return_final_state, seq_idx)
+
+
+def causal_conv1d_update(
+    x_t: torch.Tensor,
+    conv_state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decoding step: returns (y_t (b, d), new conv_state (b, d, w-1)); conv_state is not modified."""
+    check_tensor("x_t", x_t)
+    check_float("x_t", x_t)
+    if x_t.dim() != 2:
+        raise ValueError(f"x_t: expected shape (b, d), got {tuple(x_t.shape)}")
+    b, d = x_t.shape
+    w = _check_common(weight, bias, activation, d)
+    check_shape("conv_state", conv_state, (b, d, w - 1), "(b, d, w-1)")
+    check_float("conv_state", conv_state)
+    same_device(x_t=x_t, conv_state=conv_state, weight=weight, bias=bias)
+    return causal_conv1d_update_ref(x_t, conv_state, weight, bias, activation)
+
+
+__all__ = ["causal_conv1d", "causal_conv1d_update"]
