@@ -1,0 +1,52 @@
+"""RMSNorm layer against the plain formula x / sqrt(mean(x^2) + eps) * weight."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ssmkit.layers.norm import RMSNorm
+from tests.rules import assert_by_rule, grads
+
+
+def formula(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    return x / torch.sqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps) * weight
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 7, 48), (3, 48), (1, 1, 1, 48)])
+def test_rms_norm_matches_formula(dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    norm = RMSNorm(shape[-1], eps=1e-5, dtype=dtype)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(shape[-1]) + 1.0)
+    x = (torch.randn(shape) * 3.0).to(dtype).requires_grad_()
+    y = norm(x)
+    assert y.dtype == dtype
+
+    x64 = x.detach().double().requires_grad_()
+    w64 = norm.weight.detach().double().requires_grad_()
+    xs = x.detach().clone().requires_grad_()
+    ws = norm.weight.detach().clone().requires_grad_()
+    ref = formula(x64, w64, 1e-5)
+    ref_same = formula(xs, ws, 1e-5)
+    assert_by_rule("y", y, ref_same, ref)
+
+    g = torch.randn(shape).to(dtype)
+    got = grads((y,), [x, norm.weight], (g,))
+    want_same = grads((ref_same,), [xs, ws], (g,))
+    want = grads((ref,), [x64, w64], (g.double(),))
+    for name, a, b, c in zip(("dx", "dweight"), got, want_same, want):
+        assert_by_rule(name, a, b, c)
+
+
+def test_rms_norm_defaults_and_bad_input() -> None:
+    norm = RMSNorm(16)
+    assert norm.eps == 1e-5
+    assert torch.equal(norm.weight, torch.ones(16))
+    with pytest.raises(ValueError, match=r"x: expected shape \(\.\.\., d\) = \(\.\.\., 16\), got \(2, 3, 8\)"):
+        norm(torch.randn(2, 3, 8))
+    with pytest.raises(TypeError, match="x: expected a floating dtype"):
+        norm(torch.ones(2, 16, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"x: expected a torch\.Tensor"):
+        norm([1.0] * 16)
