@@ -50,3 +50,22 @@ def test_rms_norm_defaults_and_bad_input() -> None:
         norm(torch.ones(2, 16, dtype=torch.long))
     with pytest.raises(TypeError, match=r"x: expected a torch\.Tensor"):
         norm([1.0] * 16)
+
+
+def test_gated_rms_norm_groups_and_gate():
+    from ssmkit.layers.norm import GatedRMSNorm
+
+    d, group = 12, 4
+    norm = GatedRMSNorm(d, eps=1e-5, group_size=group)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x, z = torch.randn(2, 3, d), torch.randn(2, 3, d)
+    gated = (x * torch.nn.functional.silu(z)).view(2, 3, d // group, group)
+    expected = (gated * torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + 1e-5)).view(2, 3, d) * norm.weight
+    torch.testing.assert_close(norm(x, z), expected)
+    before = GatedRMSNorm(d, group_size=group, norm_before_gate=True)
+    xg = x.view(2, 3, d // group, group)
+    normed = (xg * torch.rsqrt(xg.pow(2).mean(-1, keepdim=True) + 1e-5)).view(2, 3, d)
+    torch.testing.assert_close(before(x, z), normed * torch.nn.functional.silu(z))
+    with pytest.raises(ValueError, match="group_size = 5 must divide d = 12"):
+        GatedRMSNorm(d, group_size=5)
