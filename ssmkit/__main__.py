@@ -1,0 +1,5 @@
+import sys
+
+from ssmkit.cli import main
+
+sys.exit(main())

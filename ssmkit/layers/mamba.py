@@ -1,0 +1,157 @@
+"""Mamba (Mamba-1) block: the selective SSM (S6) mixer.
+
+Glossary (paper <-> code): D <-> d_model, E <-> expand (d_inner = E * D), N <-> d_state, Delta <-> dt,
+R <-> dt_rank, x <-> the conv branch, z <-> the gate branch.
+
+    x, z = in_proj(u)                         (b, l, d_inner) each
+    x = silu(causal_conv1d(x))                depthwise, width d_conv
+    dt, B, C = x_proj(x)                      dt: (b, l, R) -> dt_proj -> (b, l, d_inner); B, C: (b, l, N)
+    y = selective_scan(x, dt, A, B, C, D, z)  Delta = softplus(dt + dt_bias); y *= silu(z)
+    out = out_proj(y)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops.causal_conv1d import causal_conv1d, causal_conv1d_update
+from ..ops.selective_scan import selective_scan, selective_scan_step
+
+
+@dataclass
+class MambaConfig:
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    dt_rank: int | None = None  # None: ceil(d_model / 16), as in the paper
+    dt_min: float = 1e-3
+    dt_max: float = 1e-1
+    dt_init_floor: float = 1e-4
+    dt_scale: float = 1.0
+    conv_bias: bool = True
+    bias: bool = False
+    backend: str = "auto"
+
+
+@dataclass
+class MambaState:
+    conv: torch.Tensor  # (b, d_inner, d_conv - 1): the last inputs of the causal conv
+    ssm: torch.Tensor  # (b, d_inner, d_state), fp32
+
+    def nbytes(self) -> int:
+        return self.conv.numel() * self.conv.element_size() + self.ssm.numel() * self.ssm.element_size()
+
+
+def inverse_softplus(y: torch.Tensor) -> torch.Tensor:
+    return y + torch.log(-torch.expm1(-y))  # softplus(inverse_softplus(y)) == y
+
+
+def init_dt_bias(d: int, dt_min: float, dt_max: float, floor: float, device=None) -> torch.Tensor:
+    """Biases whose softplus is log-uniform in [dt_min, dt_max]: each channel starts at its own time scale."""
+    u = torch.rand(d, device=device)
+    dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
+    return inverse_softplus(dt)
+
+
+class Mamba(nn.Module):
+    def __init__(self, d_model: int, config: MambaConfig | None = None, *, layer_idx: int = 0, device=None, dtype=None):
+        super().__init__()
+        cfg = config or MambaConfig()
+        self.config, self.layer_idx, self.d_model = cfg, layer_idx, d_model
+        self.d_inner = cfg.expand * d_model
+        self.dt_rank = cfg.dt_rank or math.ceil(d_model / 16)
+        kw = dict(device=device, dtype=dtype)
+        di, n = self.d_inner, cfg.d_state
+        self.in_proj = nn.Linear(d_model, 2 * di, bias=cfg.bias, **kw)
+        # nn.Conv1d only as the parameter holder (weight (d_inner, 1, d_conv)), for checkpoint compatibility
+        self.conv1d = nn.Conv1d(di, di, cfg.d_conv, groups=di, padding=cfg.d_conv - 1, bias=cfg.conv_bias, **kw)
+        self.x_proj = nn.Linear(di, self.dt_rank + 2 * n, bias=False, **kw)
+        self.dt_proj = nn.Linear(self.dt_rank, di, bias=True, **kw)
+        # S4D-Real: A = -(1, 2, ..., N) for every channel, stored as log(-A) so A stays negative
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32, device=device)).repeat(di, 1))
+        self.D = nn.Parameter(torch.ones(di, device=device))
+        self.out_proj = nn.Linear(di, d_model, bias=cfg.bias, **kw)
+        self.reset_ssm_parameters()
+
+    def reset_ssm_parameters(self) -> None:
+        cfg = self.config
+        std = self.dt_rank**-0.5 * cfg.dt_scale
+        with torch.no_grad():
+            nn.init.uniform_(self.dt_proj.weight, -std, std)
+            self.dt_proj.bias.copy_(init_dt_bias(self.d_inner, cfg.dt_min, cfg.dt_max, cfg.dt_init_floor))
+            n = cfg.d_state
+            self.A_log.copy_(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(self.d_inner, 1))
+            self.D.fill_(1.0)
+        for p in (self.A_log, self.D, self.dt_proj.bias):
+            p._no_weight_decay = True
+        self.dt_proj.bias._no_reinit = True
+
+    def _ssm_inputs(self, xc: torch.Tensor):
+        """xc: (..., d_inner) conv output -> dt (..., d_inner) before bias, B and C (..., 1, N)."""
+        n = self.config.d_state
+        dt, B, C = self.x_proj(xc).split([self.dt_rank, n, n], dim=-1)
+        dt = F.linear(dt, self.dt_proj.weight)  # dt_proj's bias is added inside the scan, before the softplus
+        return dt, B.unsqueeze(-2), C.unsqueeze(-2)
+
+    def forward(self, x: torch.Tensor, state: MambaState | None = None, *, seq_idx: torch.Tensor | None = None):
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"x: expected shape (b, l, d_model={self.d_model}), got {tuple(x.shape)}")
+        xi, z = self.in_proj(x).chunk(2, dim=-1)  # (b, l, d_inner) each
+        with_state = state is not None
+        conv_w = self.conv1d.weight[:, 0, :]  # (d_inner, d_conv)
+        xc, conv_final = causal_conv1d(
+            xi,
+            conv_w,
+            self.conv1d.bias,
+            activation="silu",
+            initial_state=state.conv if with_state else None,
+            return_final_state=True,
+            seq_idx=seq_idx,
+            backend=self.config.backend,
+        )
+        dt, B, C = self._ssm_inputs(xc)
+        A = -torch.exp(self.A_log.float())  # (d_inner, N)
+        y, ssm_final = selective_scan(
+            xc,
+            dt,
+            A,
+            B,
+            C,
+            D=self.D.float(),
+            z=z,
+            dt_bias=self.dt_proj.bias.float(),
+            dt_softplus=True,
+            initial_state=state.ssm if with_state else None,
+            return_final_state=True,
+            seq_idx=seq_idx,
+            backend=self.config.backend,
+        )
+        out = self.out_proj(y)
+        return out, (MambaState(conv_final, ssm_final) if with_state else None)
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> MambaState:
+        device = device or self.in_proj.weight.device
+        dtype = dtype or self.in_proj.weight.dtype
+        conv = torch.zeros(batch_size, self.d_inner, self.config.d_conv - 1, device=device, dtype=dtype)
+        ssm = torch.zeros(batch_size, self.d_inner, self.config.d_state, device=device, dtype=torch.float32)
+        return MambaState(conv, ssm)
+
+    def step(self, x_t: torch.Tensor, state: MambaState) -> tuple[torch.Tensor, MambaState]:
+        if x_t.dim() != 2 or x_t.shape[-1] != self.d_model:
+            raise ValueError(f"x_t: expected shape (b, d_model={self.d_model}), got {tuple(x_t.shape)}")
+        xi, z = self.in_proj(x_t).chunk(2, dim=-1)  # (b, d_inner) each
+        conv_w = self.conv1d.weight[:, 0, :]
+        xc, conv = causal_conv1d_update(xi, state.conv, conv_w, self.conv1d.bias, activation="silu")
+        dt, B, C = self._ssm_inputs(xc)
+        A = -torch.exp(self.A_log.float())
+        y, ssm = selective_scan_step(
+            xc, dt, A, B, C, state.ssm, D=self.D.float(), z_t=z, dt_bias=self.dt_proj.bias.float(), dt_softplus=True
+        )
+        state.conv.copy_(conv)
+        state.ssm.copy_(ssm)
+        return self.out_proj(y), state
