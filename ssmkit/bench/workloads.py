@@ -25,7 +25,7 @@ def _forward_rows(name: str, model: torch.nn.Module, lengths: list[int], note: s
     for length in lengths:
         ids = torch.randint(0, 1024, (1, length))
         with torch.inference_mode():
-            timing = time_cpu(lambda: model(ids), warmup=1, repeats=repeats)
+            timing = time_cpu(lambda ids=ids: model(ids), warmup=1, repeats=repeats)
         rows.append(
             {
                 "workload": "W0",
