@@ -50,6 +50,11 @@ class ModelConfig:
     moe: MoEConfig = field(default_factory=MoEConfig)
 
     def __post_init__(self) -> None:
+        hints = get_type_hints(type(self))
+        for f in fields(self):  # nested configs may be given as plain dicts: ModelConfig(mamba={"d_state": 8})
+            value = getattr(self, f.name)
+            if isinstance(value, dict) and dataclasses.is_dataclass(hints[f.name]):
+                setattr(self, f.name, _build(hints[f.name], value))
         for name in ("d_model", "n_layer", "vocab_size", "pad_vocab_size_multiple"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:

@@ -133,6 +133,19 @@ class LanguageModel(nn.Module):
         state.seqlen += 1
         return self._logits(h)
 
+    # ---- generation (the generation package sits above models; imported on use) ----------------------------
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, **sampling) -> torch.Tensor:
+        """(b, l) -> (b, l + new); sampling: temperature, top_k, top_p, eos_token_id, generator."""
+        from ..generation import generate
+
+        return generate(self, input_ids, max_new_tokens, **sampling)
+
+    def stream(self, input_ids: torch.Tensor, max_new_tokens: int, **sampling):
+        """Yields each new (b,) token as soon as it is sampled."""
+        from ..generation import stream
+
+        return stream(self, input_ids, max_new_tokens, **sampling)
+
     # ---- training helpers ------------------------------------------------------------------------------------
     @property
     def aux_loss(self) -> torch.Tensor | float:
