@@ -37,13 +37,12 @@ def state_bytes(state: ModelState) -> StateBytes:
         if s is None:
             continue
         if isinstance(s, KVCache):
-            allocated += s.nbytes
+            allocated += s.nbytes()
             used += s.length * _kv_bytes_per_token(s)
             continue
-        nbytes = getattr(s, "nbytes", None)
-        if nbytes is None:
-            raise TypeError(f"state: entry {i} ({type(s).__name__}) has no nbytes; cannot count its bytes")
-        n = nbytes() if callable(nbytes) else nbytes  # KVCache-style properties and MambaState-style methods
+        if not hasattr(s, "nbytes"):
+            raise TypeError(f"state: entry {i} ({type(s).__name__}) has no nbytes(); cannot count its bytes")
+        n = s.nbytes()
         allocated += n
         used += n
     caches = kv_caches(state)

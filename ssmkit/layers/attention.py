@@ -82,7 +82,6 @@ class KVCache:
     def batch_size(self) -> int:
         return self.k.shape[0]
 
-    @property
     def nbytes(self) -> int:
         """Memory held by the k and v buffers (the full capacity, not just the valid length)."""
         return self.k.numel() * self.k.element_size() + self.v.numel() * self.v.element_size()

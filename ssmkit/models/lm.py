@@ -33,7 +33,7 @@ class ModelState:
     seqlen: int = 0
 
     def nbytes(self) -> int:
-        return sum(s.nbytes() for s in (*self.layers, *self.shared) if hasattr(s, "nbytes"))
+        return sum(s.nbytes() for s in (*self.layers, *self.shared))
 
 
 class LanguageModel(nn.Module):

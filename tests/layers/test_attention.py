@@ -104,7 +104,7 @@ def test_step_loop_equals_forward_and_cache_grows(name: str) -> None:
     assert_by_rule("y", y_steps, y_fwd, y_exact)
     assert state.length == 20 and state.capacity == 32  # 4 -> 8 -> 16 -> 32
     assert state.k.shape == (3, attn.n_kv_heads, 32, attn.head_dim)
-    assert state.nbytes == 2 * 3 * attn.n_kv_heads * 32 * attn.head_dim * 4
+    assert state.nbytes() == 2 * 3 * attn.n_kv_heads * 32 * attn.head_dim * 4
 
 
 @pytest.mark.parametrize("split", [1, 5, 12])

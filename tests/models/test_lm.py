@@ -99,3 +99,10 @@ def test_bad_input_ids():
         model(torch.full((1, 3), 50))
     with pytest.raises(TypeError, match="config: expected a ModelConfig"):
         LanguageModel({"d_model": 3})
+
+
+def test_state_bytes_count_every_layer():
+    model = LanguageModel(tiny_config(shared_attention_every=2))
+    state = model.init_state(1)
+    expected = sum(s.nbytes() for s in (*state.layers, *state.shared))
+    assert state.nbytes() == expected > 0
