@@ -27,15 +27,14 @@ def check_shape(name: str, tensor: torch.Tensor, expected: Sequence[int | None],
     shape = tuple(tensor.shape)
     ok = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
     if not ok:
-        want = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ")"
+        parts = ["?" if e is None else str(e) for e in expected]
+        want = "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
         raise ValueError(f"{name}: expected shape {layout} = {want}, got {shape}")
 
 
 def check_float(name: str, tensor: torch.Tensor) -> None:
     if tensor.dtype not in FLOAT_DTYPES:
-        raise TypeError(
-            f"{name}: expected a floating dtype (float16, bfloat16, float32, float64), got {tensor.dtype}"
-        )
+        raise TypeError(f"{name}: expected a floating dtype (float16, bfloat16, float32, float64), got {tensor.dtype}")
 
 
 def check_dtype(name: str, tensor: torch.Tensor, dtype: torch.dtype) -> None:
