@@ -62,6 +62,21 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(rows: list[dict], meta: dict) -> str:
+    """A section for docs/benchmarks.md: the run's date, commit and device, then the table."""
+    cols = ["workload", "impl", "L", "batch", "median_ms", "target_ms", "peak_rss_gib", "note"]
+    present = [c for c in cols if any(r.get(c) is not None for r in rows)]
+    lines = [
+        f"### {meta['date']}, commit {meta['commit']}, {meta['device']}, torch {meta['torch']}, "
+        f"{meta['threads']} threads",
+        "",
+        "| " + " | ".join(present) + " |",
+        "|" + "---|" * len(present),
+    ]
+    lines += ["| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in present) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def write_json(path: str, payload: dict) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:

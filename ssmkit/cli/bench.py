@@ -22,6 +22,7 @@ def register(sub) -> None:
     p.add_argument("--long-length", type=int, default=65536, help="length of the one-layer memory run (0: skip)")
     p.add_argument("--no-peers", action="store_true", help="skip transformers / mambapy even when installed")
     p.add_argument("--out", default="bench.json", help="where to write the JSON results")
+    p.add_argument("--markdown", help="also write the results as a markdown section (for docs/benchmarks.md)")
     p.set_defaults(run=run)
 
 
@@ -46,4 +47,8 @@ def run(args: argparse.Namespace) -> int:
     print(report.format_table(rows))
     report.write_json(args.out, {"meta": meta, "results": rows})
     print(f"\nwrote {args.out}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(report.format_markdown(rows, meta))
+        print(f"wrote {args.markdown}")
     return 0

@@ -15,22 +15,8 @@ def test_env_lists_every_op_backend(capsys):
 
 def test_bench_w0_small_run_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = main(
-        [
-            "bench",
-            "-w",
-            "W0",
-            "--lengths",
-            "16",
-            "--repeats",
-            "1",
-            "--no-peers",
-            "--long-length",
-            "64",
-            "--out",
-            str(out),
-        ]
-    )
+    args = "bench -w W0 --lengths 16 --repeats 1 --no-peers --long-length 64".split()
+    code = main([*args, "--out", str(out), "--markdown", str(tmp_path / "bench.md")])
     assert code == 0
     payload = json.loads(out.read_text())
     impls = {row["impl"] for row in payload["results"]}
@@ -38,6 +24,8 @@ def test_bench_w0_small_run_writes_json(tmp_path, capsys):
     assert all(row["median_ms"] > 0 for row in payload["results"])
     assert payload["meta"]["commit"] and payload["meta"]["threads"] == 2
     assert "median_ms" in capsys.readouterr().out
+    markdown = (tmp_path / "bench.md").read_text()
+    assert markdown.startswith("### ") and "| ssmkit Mamba | 16 |" in markdown
 
 
 def test_bad_options_exit_nonzero_with_a_message():
