@@ -6,6 +6,8 @@ c // (d / g)); D, dt_bias: (d,); states: (b, d, n) fp32 (fp64 for fp64 inputs).
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 
 from .._backend import register_op, resolve_backend
@@ -15,6 +17,9 @@ from .reference import selective_scan_ref
 from .step import selective_scan_step_torch
 
 register_op("selective_scan", "reference", "torch")
+if importlib.util.find_spec("triton") is not None:
+    # the kernels themselves are imported on first use, so TRITON_INTERPRET set after `import ssmkit` still counts
+    register_op("selective_scan", "triton")
 register_op("selective_scan_step", "reference", "torch")
 
 
@@ -65,12 +70,20 @@ def selective_scan(
     if initial_state is not None:
         check_shape("initial_state", initial_state, (b, d, n), "(b, d, n)")
     check_seq_idx(seq_idx, b, l)
-    same_device(
-        u=u, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, initial_state=initial_state, seq_idx=seq_idx
-    )
+    same_device(u=u, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, initial_state=initial_state, seq_idx=seq_idx)
 
     chosen = resolve_backend("selective_scan", backend, u.device)
-    impl = selective_scan_ref if chosen == "reference" else selective_scan_chunked
+    if chosen == "triton" and (u.dtype == torch.float64 or l == 0):
+        if backend == "triton" and l > 0:
+            raise ValueError(
+                "backend='triton' for selective_scan: u is float64; the kernels take float16, "
+                "bfloat16 or float32 (use backend='torch' or 'reference' for float64)"
+            )
+        chosen = "torch"
+    if chosen == "triton":
+        from .triton_scan import selective_scan_triton as impl
+    else:
+        impl = selective_scan_ref if chosen == "reference" else selective_scan_chunked
     y, final = impl(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx)
     return (y, final) if return_final_state else y
 

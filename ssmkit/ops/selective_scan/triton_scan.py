@@ -1,0 +1,204 @@
+"""Triton path of `selective_scan`: launches the forward and backward kernels and ties them into autograd.
+
+Memory: besides the inputs, the forward keeps one fp32 (d, n) state per tile of TT steps for the backward
+(b * l / TT * d * n * 4 bytes: 256 MiB at 64K tokens, d = 4096, n = 16, TT = 64) and never a (b, l, d, n) tensor.
+Chunking (how many pieces the sequence is cut into) depends only on how many programs b * d / BD already gives.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from .triton_bwd import _bwd_kernel, _bwd_local_kernel
+from .triton_fwd import _chunk_combine_kernel, _fwd_kernel, _fwd_local_kernel
+
+# tile sizes, settable by benchmarks: TT steps x BD channels x n states per program
+TT = 16
+BD_FWD = 16
+BD_BWD = 8
+NUM_WARPS_FWD = 4
+NUM_WARPS_BWD = 4
+# the sequence is cut into chunks until b * (d / BD) * chunks reaches this many programs
+TARGET_PROGRAMS = 2048
+COMBINE_BLOCK = 256
+# dB, dC: fp32 atomics into (b, l, g, n), or per-channel-block partials (b, l, d / BD, n) summed by torch
+ATOMIC_DBC = True
+
+
+def _empty(*shape, dtype, device):
+    """Every output buffer comes from here (tests replace it with a NaN fill to catch unwritten elements)."""
+    return torch.empty(*shape, dtype=dtype, device=device)
+
+
+def _block_d(e: int, cap: int) -> int:
+    """Largest power of two <= cap dividing e (channels per group), so a block reads one group of B and C."""
+    bd = 1
+    while bd * 2 <= cap and e % (bd * 2) == 0:
+        bd *= 2
+    return bd
+
+
+def _chunking(b: int, l: int, blocks: int) -> tuple[int, int]:
+    """(chunk_len, n_chunks): chunk_len a multiple of TT, as few chunks as give TARGET_PROGRAMS programs."""
+    tiles = triton.cdiv(l, TT)
+    want = max(1, min(tiles, triton.cdiv(TARGET_PROGRAMS, b * blocks)))
+    chunk_tiles = triton.cdiv(tiles, want)
+    return chunk_tiles * TT, triton.cdiv(tiles, chunk_tiles)
+
+
+def _flags(D, z, dt_bias, seq_idx, dt_softplus):
+    return dict(
+        HAS_Z=z is not None,
+        HAS_BIAS=dt_bias is not None,
+        SOFTPLUS=bool(dt_softplus),
+        HAS_SEQ=seq_idx is not None,
+    ), D is not None
+
+
+def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx, need_ckpt):
+    """Returns (y (b, l, d) in u's dtype, final state (b, d, n) fp32, checkpoints (b, tiles, d, n) fp32 or None)."""
+    b, l, d = u.shape
+    g, n = B.shape[2], B.shape[3]
+    NP = triton.next_power_of_2(n)
+    BD = _block_d(d // g, BD_FWD)
+    blocks = d // BD
+    chunk_len, nc = _chunking(b, l, blocks)
+    n_tiles = triton.cdiv(l, TT)
+    dev = u.device
+    flags, has_D = _flags(D, z, dt_bias, seq_idx, dt_softplus)
+    dims = dict(D_MODEL=d, G=g, N=n, NP=NP, BD=BD, TT=TT)
+    dummy = u  # stands for absent optional pointers (never read: their flags are off)
+    seq = seq_idx if seq_idx is not None else dummy
+    bias = dt_bias if dt_bias is not None else dummy
+    y = _empty(b, l, d, dtype=u.dtype, device=dev)
+    final = _empty(b, d, n, dtype=torch.float32, device=dev)
+    ckpt = _empty(b, n_tiles, d, n, dtype=torch.float32, device=dev) if need_ckpt else final
+    grid = (blocks, nc, b)
+    if nc == 1:
+        h0, h0_mode = (initial_state, 1) if initial_state is not None else (final, 0)
+    else:
+        S = _empty(b, nc, d, n, dtype=torch.float32, device=dev)
+        dec = _empty(b, nc, d, n, dtype=torch.float32, device=dev)
+        _fwd_local_kernel[grid](
+            u, dt, B, A, bias, seq, S, dec, l, chunk_len, nc,
+            **dims, HAS_BIAS=flags["HAS_BIAS"], SOFTPLUS=flags["SOFTPLUS"], HAS_SEQ=flags["HAS_SEQ"],
+            num_warps=NUM_WARPS_FWD,
+        )  # fmt: skip
+        h0 = _empty(b, nc, d, n, dtype=torch.float32, device=dev)
+        _combine(S, dec, initial_state, h0, b, nc, d * n, reverse=False)
+        h0_mode = 2
+    _fwd_kernel[grid](
+        u, dt, z if z is not None else dummy, B, C, A, D if has_D else dummy, bias, seq, h0, y, final, ckpt,
+        l, chunk_len, nc, n_tiles,
+        **dims, H0_MODE=h0_mode, HAS_D=has_D, **flags, WRITE_CKPT=need_ckpt, num_warps=NUM_WARPS_FWD,
+    )  # fmt: skip
+    return y, final, (ckpt if need_ckpt else None)
+
+
+def _combine(S, dec, h0, out, b, nc, dn, reverse):
+    grid = (triton.cdiv(dn, COMBINE_BLOCK), b)
+    _chunk_combine_kernel[grid](
+        S, dec, h0 if h0 is not None else S, out, nc,
+        DN=dn, BLOCK=COMBINE_BLOCK, REVERSE=reverse, HAS_H0=h0 is not None,
+    )  # fmt: skip
+
+
+def scan_bwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfinal, need_dh0):
+    """Gradients (du, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_state); None where the input is absent."""
+    b, l, d = u.shape
+    g, n = B.shape[2], B.shape[3]
+    NP = triton.next_power_of_2(n)
+    BD = _block_d(d // g, BD_BWD)
+    blocks = d // BD
+    chunk_len, nc = _chunking(b, l, blocks)
+    n_tiles = triton.cdiv(l, TT)
+    dev = u.device
+    f32 = torch.float32
+    flags, has_D = _flags(D, z, dt_bias, seq_idx, dt_softplus)
+    dims = dict(D_MODEL=d, G=g, N=n, NP=NP, BD=BD, TT=TT)
+    dummy = u
+    seq = seq_idx if seq_idx is not None else dummy
+    bias = dt_bias if dt_bias is not None else dummy
+    zp = z if z is not None else dummy
+    grid = (blocks, nc, b)
+    if nc == 1:
+        carry, carry_mode = (dfinal, 1) if dfinal is not None else (dummy, 0)
+    else:
+        Lc = _empty(b, nc, d, n, dtype=f32, device=dev)
+        dec = _empty(b, nc, d, n, dtype=f32, device=dev)
+        _bwd_local_kernel[grid](
+            dt, zp, C, A, bias, seq, dy, Lc, dec, l, chunk_len, nc,
+            **dims, **flags, num_warps=NUM_WARPS_BWD,
+        )  # fmt: skip
+        carry = _empty(b, nc, d, n, dtype=f32, device=dev)
+        _combine(Lc, dec, dfinal, carry, b, nc, d * n, reverse=True)
+        carry_mode = 2
+    du = _empty(b, l, d, dtype=u.dtype, device=dev)
+    ddt = _empty(b, l, d, dtype=dt.dtype, device=dev)
+    dz = _empty(b, l, d, dtype=z.dtype, device=dev) if z is not None else dummy
+    if ATOMIC_DBC:
+        dB_part = torch.zeros(b, l, g, n, dtype=f32, device=dev)
+        dC_part = torch.zeros(b, l, g, n, dtype=f32, device=dev)
+    else:
+        dB_part = _empty(b, l, blocks, n, dtype=f32, device=dev)
+        dC_part = _empty(b, l, blocks, n, dtype=f32, device=dev)
+    dA_part = _empty(b, nc, d, n, dtype=f32, device=dev)
+    dD_part = _empty(b, nc, d, dtype=f32, device=dev) if has_D else dummy
+    dbias_part = _empty(b, nc, d, dtype=f32, device=dev) if dt_bias is not None else dummy
+    dh0 = _empty(b, d, n, dtype=f32, device=dev) if need_dh0 else dummy
+    _bwd_kernel[grid](
+        u, dt, zp, B, C, A, D if has_D else dummy, bias, seq, ckpt, dy, carry,
+        du, ddt, dz, dB_part, dC_part, dA_part, dD_part, dbias_part, dh0,
+        l, chunk_len, nc, n_tiles,
+        **dims, CARRY_MODE=carry_mode, HAS_D=has_D, **flags, WRITE_DH0=need_dh0, ATOMIC_BC=ATOMIC_DBC,
+        num_warps=NUM_WARPS_BWD,
+    )  # fmt: skip
+    if ATOMIC_DBC:
+        dB, dC = dB_part.to(B.dtype), dC_part.to(C.dtype)
+    else:
+        dB = dB_part.view(b, l, g, blocks // g, n).sum(3).to(B.dtype)
+        dC = dC_part.view(b, l, g, blocks // g, n).sum(3).to(C.dtype)
+    dA = dA_part.sum((0, 1)).to(A.dtype)
+    dD = dD_part.sum((0, 1)).to(D.dtype) if has_D else None
+    dbias = dbias_part.sum((0, 1)).to(dt_bias.dtype) if dt_bias is not None else None
+    return (
+        du, ddt, dA, dB, dC, dD, dz if z is not None else None, dbias,
+        dh0 if need_dh0 else None,
+    )  # fmt: skip
+
+
+class _SelectiveScanFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, dt, A, B, C, D, z, dt_bias, initial_state, seq_idx, dt_softplus):
+        need = ctx.needs_input_grad
+        need_ckpt = any(need[:9])
+        y, final, ckpt = scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx, need_ckpt)
+        if need_ckpt:
+            ctx.save_for_backward(u, dt, A, B, C, D, z, dt_bias, seq_idx, ckpt)
+            ctx.dt_softplus = dt_softplus
+            ctx.has_h0 = initial_state is not None
+        ctx.set_materialize_grads(False)
+        return y, final
+
+    @staticmethod
+    def backward(ctx, dy, dfinal):
+        u, dt, A, B, C, D, z, dt_bias, seq_idx, ckpt = ctx.saved_tensors
+        if dy is None:
+            dy = torch.zeros_like(u)
+        dy = dy.contiguous()
+        dfinal = None if dfinal is None else dfinal.contiguous()
+        need_dh0 = ctx.has_h0 and ctx.needs_input_grad[8]
+        grads = scan_bwd(u, dt, A, B, C, D, z, dt_bias, ctx.dt_softplus, seq_idx, ckpt, dy, dfinal, need_dh0)
+        du, ddt, dA, dB, dC, dD, dz, dbias, dh0 = grads
+        return du, ddt, dA, dB, dC, dD, dz, dbias, dh0, None, None
+
+
+def _contiguous(t):
+    return None if t is None else t.contiguous()
+
+
+def selective_scan_triton(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx):
+    """Same arguments and results as `selective_scan_ref`: (y in u's dtype, final state (b, d, n) fp32)."""
+    args = [_contiguous(t) for t in (u, dt, A, B, C, D, z, dt_bias, initial_state, seq_idx)]
+    return _SelectiveScanFn.apply(*args, bool(dt_softplus))

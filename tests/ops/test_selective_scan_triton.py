@@ -1,0 +1,187 @@
+"""Triton selective scan against the reference by the tolerance rule: outputs, final states and every gradient.
+
+Without a GPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1) at small
+sizes; with one, the same small tests run compiled and the `cuda` tests add full sizes.
+"""
+
+import os
+import sys
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if HAS_CUDA else "cpu"
+# Triton reads TRITON_INTERPRET when it is imported (its own tl.sum & co. are built then), so without a GPU the
+# variable is set here, at collection, before anything imports triton; the fixture below restores it afterwards.
+_OLD_INTERPRET = os.environ.get("TRITON_INTERPRET")
+if not HAS_CUDA:
+    if "triton" in sys.modules and _OLD_INTERPRET != "1":
+        pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set", allow_module_level=True)
+    os.environ["TRITON_INTERPRET"] = "1"
+pytest.importorskip("triton")
+
+from ssmkit.ops import _backend  # noqa: E402
+from ssmkit.ops.selective_scan import selective_scan  # noqa: E402
+from tests.rules import assert_by_rule  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _interpreter():
+    _backend.triton_status.cache_clear()
+    yield
+    if _OLD_INTERPRET is None:
+        os.environ.pop("TRITON_INTERPRET", None)
+    else:
+        os.environ["TRITON_INTERPRET"] = _OLD_INTERPRET
+    _backend.triton_status.cache_clear()
+
+
+@pytest.fixture
+def nan_outputs(monkeypatch):
+    """Every buffer the kernels write starts as NaN, so an unwritten element fails the comparison."""
+    from ssmkit.ops.selective_scan import triton_scan
+
+    def empty(*shape, dtype, device):
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+    monkeypatch.setattr(triton_scan, "_empty", empty)
+    return triton_scan
+
+
+def make_inputs(b, l, d, n, g, *, dtype=torch.float32, device=DEVICE):
+    def r(*s):
+        return torch.randn(*s, device=device).to(dtype)
+
+    return dict(
+        u=r(b, l, d),
+        dt=r(b, l, d) - 1.0,
+        A=(-torch.rand(d, n, device=device) * 4 - 0.1).to(dtype),
+        B=r(b, l, g, n),
+        C=r(b, l, g, n),
+        D=r(d),
+        z=r(b, l, d),
+        dt_bias=(torch.randn(d, device=device) * 0.5).to(dtype),
+        initial_state=torch.randn(b, d, n, device=device),
+    )
+
+
+def compare(inputs, softplus=True, **kw):
+    """Triton vs fp64 reference vs reference in the inputs' own dtype: y, final state and all gradients."""
+    present = {k: v for k, v in inputs.items() if v is not None}
+
+    def leaves(cast):
+        return {k: cast(v).detach().requires_grad_(True) for k, v in present.items()}
+
+    fast, exact, same = leaves(lambda t: t.clone()), leaves(lambda t: t.double()), leaves(lambda t: t.clone())
+
+    def run(x, backend):
+        return selective_scan(**x, dt_softplus=softplus, return_final_state=True, backend=backend, **kw)
+
+    y, h = run(fast, "triton")
+    y64, h64 = run(exact, "reference")
+    y_s, h_s = run(same, "reference")
+    assert y.dtype == inputs["u"].dtype and h.dtype == torch.float32
+    assert_by_rule("y", y, y_s, y64)
+    assert_by_rule("final_state", h, h_s, h64)
+    gy, gh = torch.randn_like(y), torch.randn_like(h)
+    names = list(present)
+    g_fast = torch.autograd.grad((y, h), [fast[k] for k in names], (gy, gh))
+    g_exact = torch.autograd.grad((y64, h64), [exact[k] for k in names], (gy.double(), gh.double()))
+    g_same = torch.autograd.grad((y_s, h_s), [same[k] for k in names], (gy, gh))
+    for name, a, b, c in zip(names, g_fast, g_same, g_exact):
+        assert a.dtype == present[name].dtype, name
+        assert_by_rule(f"grad {name}", a, b, c)
+
+
+# the interpreter runs a scan's combine once per element, so sizes stay small: b * l * d * n of a few thousand
+@pytest.mark.triton_interpret
+@pytest.mark.parametrize(
+    ("b", "l", "d", "n", "g", "chunks"),
+    [
+        (2, 1, 8, 4, 1, False),
+        (2, 7, 8, 4, 2, True),
+        (1, 63, 8, 4, 1, False),
+        (1, 63, 8, 3, 2, True),
+        (1, 257, 4, 2, 1, True),
+        (1, 257, 4, 2, 2, False),
+    ],
+)
+def test_matches_reference(b, l, d, n, g, chunks, nan_outputs, monkeypatch):
+    monkeypatch.setattr(nan_outputs, "ATOMIC_DBC", g == 1)  # both ways of summing dB, dC over channels
+    if chunks:  # cut the sequence into chunks even at this size: the cross-chunk combine in both directions
+        monkeypatch.setattr(nan_outputs, "TARGET_PROGRAMS", 1 << 20)
+    compare(make_inputs(b, l, d, n, g))
+
+
+@pytest.mark.triton_interpret
+def test_seq_idx_resets_inside_tiles_and_chunks(nan_outputs, monkeypatch):
+    monkeypatch.setattr(nan_outputs, "TARGET_PROGRAMS", 1 << 20)
+    lengths = [5, 20, 1, 14]
+    seq_idx = torch.cat([torch.full((n,), i) for i, n in enumerate(lengths)])[None].repeat(2, 1).to(DEVICE)
+    seq_idx[1] = 7  # the second row is one sequence
+    compare(make_inputs(2, sum(lengths), 6, 2, 3), seq_idx=seq_idx)
+
+
+@pytest.mark.triton_interpret
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_inputs_fp32_accumulation(dtype, nan_outputs):
+    compare(make_inputs(1, 40, 4, 4, 1, dtype=dtype))
+
+
+@pytest.mark.triton_interpret
+def test_without_optional_inputs(nan_outputs):
+    inputs = make_inputs(1, 33, 4, 5, 1)
+    for k in ("D", "z", "dt_bias", "initial_state"):
+        inputs[k] = None
+    inputs["dt"] = inputs["dt"].abs() * 0.2
+    compare(inputs, softplus=False)
+
+
+@pytest.mark.triton_interpret
+def test_auto_and_y_only():
+    inputs = make_inputs(1, 9, 4, 2, 1)
+    y = selective_scan(**inputs, dt_softplus=True, backend="triton")
+    y_ref = selective_scan(**inputs, dt_softplus=True, backend="reference")
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    expected = "triton" if HAS_CUDA else "torch"  # auto picks Triton for CUDA tensors only
+    assert _backend.resolve_backend("selective_scan", "auto", torch.device(DEVICE)) == expected
+
+
+@pytest.mark.triton_interpret
+def test_bad_inputs_get_clear_errors(monkeypatch):
+    inputs = make_inputs(1, 5, 4, 2, 1)
+    with pytest.raises(ValueError, match="float64"):
+        selective_scan(**{k: v.double() for k, v in inputs.items()}, backend="triton")
+    if not HAS_CUDA:  # CPU tensors outside the interpreter
+        monkeypatch.delenv("TRITON_INTERPRET")
+        _backend.triton_status.cache_clear()
+        try:
+            with pytest.raises(ValueError, match="backend='triton' for selective_scan cannot run: no CUDA"):
+                selective_scan(**inputs, backend="triton")
+        finally:
+            monkeypatch.setenv("TRITON_INTERPRET", "1")
+            _backend.triton_status.cache_clear()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs an NVIDIA GPU")
+@pytest.mark.parametrize(
+    ("b", "l", "g", "dtype"),
+    [
+        (2, 2048, 1, torch.bfloat16),
+        (1, 8192, 2, torch.bfloat16),
+        (2, 1000, 4, torch.float32),
+        (1, 4097, 1, torch.float16),
+    ],
+)
+def test_full_size_cuda(b, l, g, dtype, nan_outputs):
+    compare(make_inputs(b, l, 512, 16, g, dtype=dtype))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs an NVIDIA GPU")
+def test_full_size_seq_idx_cuda(nan_outputs):
+    lengths = torch.tensor([900, 1, 2000, 77, 64, 3000, 58], device="cuda")
+    seq_idx = torch.repeat_interleave(torch.arange(7, device="cuda"), lengths)
+    compare(make_inputs(1, seq_idx.numel(), 256, 16, 1, dtype=torch.bfloat16), seq_idx=seq_idx[None])
