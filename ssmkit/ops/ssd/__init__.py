@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
+from importlib.util import find_spec
 
 import torch
 
@@ -31,6 +32,9 @@ from .step import ssd_step_torch
 __all__ = ["ssd", "ssd_quadratic", "ssd_step"]
 
 register_op("ssd", "reference", "torch")
+if find_spec("triton") is not None:
+    # the kernels import on first use: Triton reads TRITON_INTERPRET when a kernel is defined
+    register_op("ssd", "triton")
 
 _STATE_DTYPES = (torch.float32, torch.float64)
 
@@ -165,6 +169,10 @@ def ssd(
     args = (x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit, initial_state, seg)
     if chosen == "reference":
         y, final_state = ssd_reference(*args)
+    elif chosen == "triton":
+        from .triton_ssd import ssd_triton
+
+        y, final_state = ssd_triton(*args, chunk_size=chunk_size)
     else:
         y, final_state = ssd_chunked(*args, chunk_size=chunk_size)
     return (y, final_state) if return_final_state else y

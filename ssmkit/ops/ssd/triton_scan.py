@@ -1,0 +1,137 @@
+"""SSD Triton stages 1 + 4 fused: the output of each chunk, with the skip term D and the silu(z) gate.
+
+One program owns BM rows (tokens t) of one chunk, one head and a block of the head dim:
+
+    y_t = exp(cum_t) C_t S_k^T                                      (the entering state, stage 4)
+        + sum_{s <= t in the chunk} exp(cum_t - cum_s) (C_t . B_s) dt_s x_s     (the dual form, stage 1)
+        + D x_t;            out_t = y_t * silu(z_t)
+
+The dual form runs block by block over s <= t (the blocks above the diagonal are skipped): C_t B_s^T and the
+product with x_s are tl.dot on the tensor cores, in x's dtype (fp32 inputs: exact fp32 products).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .triton_state import _chunk_segments, _dot, upcast_dots
+
+
+@triton.jit
+def _chunk_scan_fwd_kernel(
+    x_ptr, z_ptr, B_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, enter_ptr, D_ptr, out_ptr, ypre_ptr,
+    l, h, p, n, Lp, hg,
+    sx_b, sx_l, sx_h, sx_p, sz_b, sz_l, sz_h, sz_p, sB_b, sB_l, sB_g, sB_n, sC_b, sC_l, sC_g, sC_n,
+    so_b, so_l, so_h, so_p, sD_h, sD_p,
+    Q: tl.constexpr, BM: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    HAS_Z: tl.constexpr, HAS_D: tl.constexpr, STORE_YPRE: tl.constexpr, HAS_SEG: tl.constexpr,
+    CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    pid_bch, pid_m, pid_p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    nc = Lp // Q
+    hi = pid_bch % h
+    bi, ci = (pid_bch // h) // nc, (pid_bch // h) % nc
+    gi = hi // hg
+    row = (bi * h + hi) * Lp
+    lm = pid_m * BM + tl.arange(0, BM)  # position inside the chunk
+    rm = ci * Q + lm
+    rp = pid_p * BP + tl.arange(0, BP)
+    rn = tl.arange(0, BN)
+    mmask, pmask, nmask = rm < l, rp < p, rn < n
+
+    Ct = tl.load(
+        C_ptr + bi * sC_b + rm[:, None] * sC_l + gi * sC_g + rn[None, :] * sC_n,
+        mask=mmask[:, None] & nmask[None, :],
+        other=0.0,
+    )  # (BM, BN)
+    cum_t = tl.load(cum_ptr + row + rm)
+    if CUM_LO:
+        lo_t = tl.load(cumlo_ptr + row + rm)
+        e_t = tl.exp(cum_t + lo_t)
+    else:
+        e_t = tl.exp(cum_t)
+    if HAS_SEG:
+        seg_t = tl.load(seg_ptr + bi * Lp + rm)
+        _, seg_before = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
+        e_t = tl.where(seg_t == seg_before, e_t, 0.0)
+
+    # stage 4: the entering state (p, n), read as its transpose (n, p)
+    S = tl.load(
+        enter_ptr + ((bi * nc + ci) * h + hi) * p * n + rp[None, :] * n + rn[:, None],
+        mask=nmask[:, None] & pmask[None, :],
+        other=0.0,
+    )
+    acc = _dot(Ct, S, PREC, UPCAST) * e_t[:, None]  # (BM, BP)
+
+    # stage 1: blocks of s at or below the diagonal
+    for k in range(0, (pid_m + 1) * BM, BM):
+        ls = k + tl.arange(0, BM)
+        rs = ci * Q + ls
+        smask = rs < l
+        Bs = tl.load(
+            B_ptr + bi * sB_b + rs[:, None] * sB_l + gi * sB_g + rn[None, :] * sB_n,
+            mask=smask[:, None] & nmask[None, :],
+            other=0.0,
+        )  # (BM, BN)
+        cb = _dot(Ct, tl.trans(Bs), PREC, UPCAST)  # (BM, BM): C_t . B_s
+        diff = cum_t[:, None] - tl.load(cum_ptr + row + rs)[None, :]
+        if CUM_LO:
+            diff += lo_t[:, None] - tl.load(cumlo_ptr + row + rs)[None, :]
+        causal = lm[:, None] >= ls[None, :]
+        if HAS_SEG:
+            causal &= seg_t[:, None] == tl.load(seg_ptr + bi * Lp + rs)[None, :]
+        # masked before exp: above the diagonal the exponent can be large and positive
+        decay = tl.exp(tl.where(causal, diff, float("-inf")))
+        dt_s = tl.load(dtp_ptr + row + rs)
+        xs = tl.load(
+            x_ptr + bi * sx_b + rs[:, None] * sx_l + hi * sx_h + rp[None, :] * sx_p,
+            mask=smask[:, None] & pmask[None, :],
+            other=0.0,
+        )  # (BM, BP)
+        M = cb * decay * dt_s[None, :]
+        acc += _dot(M, xs, PREC, UPCAST)
+
+    omask = mmask[:, None] & pmask[None, :]
+    if HAS_D:
+        D = tl.load(D_ptr + hi * sD_h + rp * sD_p, mask=pmask, other=0.0).to(tl.float32)
+        xt = tl.load(x_ptr + bi * sx_b + rm[:, None] * sx_l + hi * sx_h + rp[None, :] * sx_p, mask=omask, other=0.0)
+        acc += xt.to(tl.float32) * D[None, :]
+    out_at = bi * so_b + rm[:, None] * so_l + hi * so_h + rp[None, :] * so_p
+    if STORE_YPRE:
+        tl.store(ypre_ptr + out_at, acc.to(ypre_ptr.dtype.element_ty), mask=omask)
+    if HAS_Z:
+        zt = tl.load(z_ptr + bi * sz_b + rm[:, None] * sz_l + hi * sz_h + rp[None, :] * sz_p, mask=omask, other=0.0)
+        zt = zt.to(tl.float32)
+        acc = acc * zt * tl.sigmoid(zt)
+    tl.store(out_ptr + out_at, acc.to(out_ptr.dtype.element_ty), mask=omask)
+
+
+def chunk_scan_fwd(x, z, B, C, dtp, cum, cum_lo, segp, enter, D, Q, prec, store_ypre):
+    """-> out (b, l, h, p) in x's dtype, and y before the gate (same layout, fp32) when store_ypre, else None."""
+    b, l, h, p = x.shape
+    g, n = B.shape[-2:]
+    Lp = dtp.shape[-1]
+    nc = Lp // Q
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    ypre = torch.empty_like(out, dtype=torch.float32) if store_ypre else None  # d z needs y unrounded
+    BM = min(64, Q)
+    BP = max(16, min(64, triton.next_power_of_2(p)))
+    BN = max(16, triton.next_power_of_2(n))
+    zz = z if z is not None else x
+    if D is None:
+        Dp, sD = x, (0, 0)
+    else:
+        Dp, sD = D, ((D.stride(0), 0) if D.dim() == 1 else tuple(D.stride()))
+    grid = (b * nc * h, Q // BM, triton.cdiv(p, BP))
+    _chunk_scan_fwd_kernel[grid](
+        x, zz, B, C, dtp, cum, cum_lo if cum_lo is not None else cum, segp if segp is not None else dtp, enter,
+        Dp, out, ypre if ypre is not None else out,
+        l, h, p, n, Lp, h // g,
+        *x.stride(), *zz.stride(), *B.stride(), *C.stride(), *out.stride(), *sD,
+        Q=Q, BM=BM, BP=BP, BN=BN, HAS_Z=z is not None, HAS_D=D is not None, STORE_YPRE=store_ypre,
+        HAS_SEG=segp is not None, CUM_LO=cum_lo is not None, PREC=prec,
+        UPCAST=upcast_dots(x.dtype),
+    )  # fmt: skip
+    return out, ypre
