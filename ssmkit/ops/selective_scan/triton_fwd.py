@@ -221,3 +221,87 @@ def _chunk_combine_kernel(
         k = (b64 * n_chunks + c) * DN + offs
         tl.store(hin_ptr + k, state, mask=mask)
         state = tl.load(dec_ptr + k, mask=mask, other=0.0) * state + tl.load(S_ptr + k, mask=mask, other=0.0)
+
+
+@triton.jit
+def _fwd_seq_kernel(
+    u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, seq_ptr, h0_ptr, y_ptr, final_ptr, ckpt_ptr,
+    S_ptr, dec_ptr,
+    L, chunk_len, n_chunks, n_tiles,
+    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
+    TT: tl.constexpr, H0_MODE: tl.constexpr, HAS_Z: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, WRITE_CKPT: tl.constexpr, LOCAL: tl.constexpr,
+):  # fmt: skip
+    """The forward as a plain recurrence: one channel per thread, its n states in registers, TT steps unrolled.
+
+    Same results as `_fwd_kernel` (LOCAL=False) or `_fwd_local_kernel` (LOCAL=True: zero start, writes S, Dec).
+    The state is a (NP, BD) tile, channels along the lanes, so C_t . h_t sums within a thread.
+    """
+    pid_d = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    b64 = tl.program_id(2).to(tl.int64)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    grp = (pid_d * BD) // (D_MODEL // G)
+    offs_n = tl.arange(0, NP)
+    offs_nd = offs_d[None, :] * N + offs_n[:, None]  # (NP, BD): element (d, n) of a (d, n) state
+    mask_nd = offs_n[:, None] < N
+    mask_n = offs_n < N
+    A2 = tl.load(A_ptr + offs_nd, mask=mask_nd, other=0.0).to(tl.float32) * 1.4426950408889634
+    if H0_MODE == 1:
+        h = tl.load(h0_ptr + b64 * D_MODEL * N + offs_nd, mask=mask_nd, other=0.0).to(tl.float32)
+    elif H0_MODE == 2:
+        h = tl.load(h0_ptr + (b64 * n_chunks + pid_c) * D_MODEL * N + offs_nd, mask=mask_nd, other=0.0)
+    else:
+        h = tl.zeros((NP, BD), dtype=tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d).to(tl.float32)
+    dsum = tl.zeros((BD,), dtype=tl.float32)
+    alive = tl.full((BD,), 1.0, tl.float32)
+    t_start = pid_c * chunk_len
+    t_stop = tl.minimum(t_start + chunk_len, L)
+    zeros_d = tl.zeros((BD,), dtype=tl.int32)
+    zeros_n = tl.zeros((NP,), dtype=tl.int32)
+    for t0 in range(t_start, t_stop, TT):
+        if WRITE_CKPT:
+            tl.store(ckpt_ptr + (b64 * n_tiles + t0 // TT) * D_MODEL * N + offs_nd, h, mask=mask_nd)
+        for j in tl.static_range(TT):
+            t = t0 + j
+            ok_d = (zeros_d + t) < t_stop  # (BD,)
+            ok_n = ((zeros_n + t) < t_stop) & mask_n  # (NP,)
+            row = b64 * L + t
+            uu = tl.load(u_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+            dd = tl.load(dt_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+            if HAS_BIAS:
+                dd += bias
+            if SOFTPLUS:
+                dd = _softplus(dd)
+            dd = tl.where(ok_d, dd, 0.0)
+            Bt = tl.load(B_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
+            dA = tl.exp2(dd[None, :] * A2)  # (NP, BD)
+            if HAS_SEQ:
+                cur = tl.load(seq_ptr + row + zeros_d, mask=ok_d, other=0)
+                prev = tl.load(seq_ptr + row - 1 + zeros_d, mask=ok_d & (zeros_d + t > 0), other=0)
+                keep = tl.where((cur == prev) | (zeros_d + t == 0) | (~ok_d), 1.0, 0.0)  # (BD,)
+                dA = dA * keep[None, :]
+                alive = alive * keep
+            h = dA * h + Bt[:, None] * (dd * uu)[None, :]
+            if LOCAL:
+                dsum += dd
+            else:
+                Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
+                yy = tl.sum(h * Ct[:, None], axis=0)  # (BD,)
+                if HAS_D:
+                    yy += Dv * uu
+                if HAS_Z:
+                    zz = tl.load(z_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+                    yy *= zz * tl.sigmoid(zz)
+                _store(y_ptr, row * D_MODEL + offs_d, yy, ok_d)
+    if LOCAL:
+        out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_nd
+        tl.store(S_ptr + out, h, mask=mask_nd)
+        tl.store(dec_ptr + out, tl.exp2(dsum[None, :] * A2) * alive[None, :], mask=mask_nd)
+    else:
+        if pid_c == n_chunks - 1:
+            tl.store(final_ptr + b64 * D_MODEL * N + offs_nd, h, mask=mask_nd)

@@ -11,7 +11,7 @@ import torch
 import triton
 
 from .triton_bwd import _bwd_kernel, _bwd_local_kernel
-from .triton_fwd import _chunk_combine_kernel, _fwd_kernel, _fwd_local_kernel
+from .triton_fwd import _chunk_combine_kernel, _fwd_kernel, _fwd_local_kernel, _fwd_seq_kernel
 
 # tile sizes, settable by benchmarks: TT steps x BD channels x n states per program
 TT = 16
@@ -19,6 +19,9 @@ BD_FWD = 16
 BD_BWD = 8
 NUM_WARPS_FWD = 4
 NUM_WARPS_BWD = 4
+# forward as a per-step recurrence (one channel per thread, BD_SEQ channels per program) instead of tile scans
+SEQ_FWD = True
+BD_SEQ = 128
 # the sequence is cut into chunks until b * (d / BD) * chunks reaches this many programs
 TARGET_PROGRAMS = 2048
 COMBINE_BLOCK = 256
@@ -61,7 +64,7 @@ def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx,
     b, l, d = u.shape
     g, n = B.shape[2], B.shape[3]
     NP = triton.next_power_of_2(n)
-    BD = _block_d(d // g, BD_FWD)
+    BD = _block_d(d // g, BD_SEQ if SEQ_FWD else BD_FWD)
     blocks = d // BD
     chunk_len, nc = _chunking(b, l, blocks)
     n_tiles = triton.cdiv(l, TT)
@@ -75,6 +78,29 @@ def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx,
     final = _empty(b, d, n, dtype=torch.float32, device=dev)
     ckpt = _empty(b, n_tiles, d, n, dtype=torch.float32, device=dev) if need_ckpt else final
     grid = (blocks, nc, b)
+    if SEQ_FWD:
+        return _scan_fwd_seq(
+            u,
+            dt,
+            A,
+            B,
+            C,
+            D,
+            z,
+            bias,
+            seq,
+            initial_state,
+            y,
+            final,
+            ckpt,
+            chunk_len,
+            nc,
+            grid,
+            dims,
+            flags,
+            has_D,
+            need_ckpt,
+        )
     if nc == 1:
         h0, h0_mode = (initial_state, 1) if initial_state is not None else (final, 0)
     else:
@@ -92,6 +118,44 @@ def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx,
         u, dt, z if z is not None else dummy, B, C, A, D if has_D else dummy, bias, seq, h0, y, final, ckpt,
         l, chunk_len, nc, n_tiles,
         **dims, H0_MODE=h0_mode, HAS_D=has_D, **flags, WRITE_CKPT=need_ckpt, num_warps=NUM_WARPS_FWD,
+    )  # fmt: skip
+    return y, final, (ckpt if need_ckpt else None)
+
+
+def _scan_fwd_seq(
+    u, dt, A, B, C, D, z, bias, seq, h0, y, final, ckpt, chunk_len, nc, grid, dims, flags, has_D, need_ckpt
+):
+    b, l, d = u.shape
+    n = B.shape[3]
+    dev = u.device
+    n_tiles = triton.cdiv(l, TT)
+    warps = max(1, min(8, dims["BD"] // 32))
+    zp = z if z is not None else u
+    Dp = D if has_D else u
+    common = dict(
+        **dims,
+        HAS_Z=flags["HAS_Z"],
+        HAS_D=has_D,
+        HAS_BIAS=flags["HAS_BIAS"],
+        SOFTPLUS=flags["SOFTPLUS"],
+        HAS_SEQ=flags["HAS_SEQ"],
+        num_warps=warps,
+    )
+    if nc == 1:
+        start, h0_mode = (h0, 1) if h0 is not None else (final, 0)
+    else:
+        S = _empty(b, nc, d, n, dtype=torch.float32, device=dev)
+        dec = _empty(b, nc, d, n, dtype=torch.float32, device=dev)
+        _fwd_seq_kernel[grid](
+            u, dt, zp, B, C, A, Dp, bias, seq, final, y, final, final, S, dec, l, chunk_len, nc, n_tiles,
+            **common, H0_MODE=0, WRITE_CKPT=False, LOCAL=True,
+        )  # fmt: skip
+        start = _empty(b, nc, d, n, dtype=torch.float32, device=dev)
+        _combine(S, dec, h0, start, b, nc, d * n, reverse=False)
+        h0_mode = 2
+    _fwd_seq_kernel[grid](
+        u, dt, zp, B, C, A, Dp, bias, seq, start, y, final, ckpt, final, final, l, chunk_len, nc, n_tiles,
+        **common, H0_MODE=h0_mode, WRITE_CKPT=need_ckpt, LOCAL=False,
     )  # fmt: skip
     return y, final, (ckpt if need_ckpt else None)
 
