@@ -18,7 +18,15 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_state import _chunk_segments, _dot, upcast_dots
+from .triton_state import _chunk_segments, _dot, _dot32, upcast_dots
+
+
+@triton.jit
+def _xdy(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr, DY32: tl.constexpr):
+    """x against dy: dy is fp32 when it carries the silu(z) gate (DY32), else x's dtype."""
+    if DY32:
+        return _dot32(a, b, PREC)
+    return _dot(a, b, PREC, UPCAST)
 
 
 @triton.jit
@@ -30,6 +38,7 @@ def _bwd_dx_db_kernel(
     sdx_b, sdx_l, sdx_h, sdx_p, sdB_b, sdB_l, sdB_g, sdB_n, sD_h, sD_p,
     Q: tl.constexpr, BS: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
     HAS_D: tl.constexpr, HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    DY32: tl.constexpr,
 ):  # fmt: skip
     pid_bcg, pid_s = tl.program_id(0), tl.program_id(1)
     nc = Lp // Q
@@ -85,11 +94,11 @@ def _bwd_dx_db_kernel(
             if HAS_SEG:
                 causal = causal & (tl.load(seg_ptr + bi * Lp + rt)[None, :] == seg_s[:, None])
             LT = tl.exp(tl.where(causal, diff, float("-inf")))  # (BS, BT)
-            cbT = _dot(Bs, tl.trans(Ct), PREC, UPCAST)  # (BS, BT): B_s . C_t
+            cbT = _dot(Bs, tl.trans(Ct.to(Bs.dtype)), PREC, UPCAST)  # (BS, BT): B_s . C_t
             MT = cbT * LT
-            dxdt += _dot(MT, dyt, PREC, UPCAST)
-            dLC = _dot(xs_in, tl.trans(dyt), PREC, UPCAST) * (dt_s[:, None] * LT)  # (BS, BT): (dy_t . xdt_s) L_ts
-            dB += _dot(dLC, Ct, PREC, UPCAST)
+            dxdt += _dot32(MT, dyt, PREC)
+            dLC = _xdy(xs_in, tl.trans(dyt), PREC, UPCAST, DY32) * (dt_s[:, None] * LT)  # (BS, BT): (dy_t . xdt_s) L_ts
+            dB += _dot32(dLC, Ct, PREC)
             WT = dLC * cbT  # (BS, BT): W^T
             if k == pid_s * BS:
                 # the diagonal tile: d a_u += sum_{s < u <= t} W_ts, an exclusive prefix over s, then t >= u
@@ -113,12 +122,12 @@ def _bwd_dx_db_kernel(
             mask=pmask[:, None] & nmask[None, :],
             other=0.0,
         )  # (BP, BN)
-        BdE = _dot(Bs, tl.trans(dE), PREC, UPCAST)  # (BS, BP)
+        BdE = _dot32(Bs, tl.trans(dE), PREC)  # (BS, BP)
         w_term = w * dt_s * tl.sum(xs * BdE, axis=1)  # (BS,)
         da += tl.cumsum(w_term, axis=0) - w_term  # w_s reaches a_u for s < u <= last
         tl.store(wtot_ptr + ((bi * h + hi) * nc + ci) * n_sblocks + pid_s, tl.sum(w_term))
         dxdt += w[:, None] * BdE
-        dB += (w * dt_s)[:, None] * _dot(xs_in, dE, PREC, UPCAST)
+        dB += (w * dt_s)[:, None] * _dot32(xs_in, dE, PREC)
 
         dx = dxdt * dt_s[:, None]
         dysf = dys.to(tl.float32)
@@ -143,6 +152,7 @@ def _bwd_dc_kernel(
     sdC_b, sdC_l, sdC_g, sdC_n,
     Q: tl.constexpr, BT: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
     HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    DY32: tl.constexpr,
 ):  # fmt: skip
     pid_bcg, pid_t = tl.program_id(0), tl.program_id(1)
     nc = Lp // Q
@@ -196,12 +206,12 @@ def _bwd_dc_kernel(
             if HAS_SEG:
                 causal = causal & (seg_t[:, None] == tl.load(seg_ptr + bi * Lp + rs)[None, :])
             L = tl.exp(tl.where(causal, diff, float("-inf")))  # (BT, BS)
-            dLC = _dot(dyt, tl.trans(xs), PREC, UPCAST) * (tl.load(dtp_ptr + row + rs)[None, :] * L)  # (BT, BS)
-            dC += _dot(dLC, Bs, PREC, UPCAST)
+            dLC = _xdy(dyt, tl.trans(xs), PREC, UPCAST, DY32) * (tl.load(dtp_ptr + row + rs)[None, :] * L)  # (BT, BS)
+            dC += _dot32(dLC, Bs, PREC)
             if k < pid_t * BT:
                 # a tile with s in an earlier block: W_ts reaches a_u for u <= t in this block (the rest of the
                 # rectangle s < u <= t is the tile total, added per block by the caller)
-                W = dLC * _dot(Ct, tl.trans(Bs), PREC, UPCAST)
+                W = dLC * _dot(Ct, tl.trans(Bs.to(Ct.dtype)), PREC, UPCAST)
                 rows += tl.sum(W, axis=1)
                 tl.store(T_ptr + (((bi * h + hi) * nc + ci) * n_tblocks + pid_t) * n_tblocks + k // BT, tl.sum(W))
         # the entering state: y_t += exp(cum_t) C_t S_in^T
@@ -213,7 +223,7 @@ def _bwd_dc_kernel(
             mask=pmask[:, None] & nmask[None, :],
             other=0.0,
         )  # (BP, BN)
-        dC_in = _dot(dyt, S, PREC, UPCAST) * e[:, None]  # (BT, BN)
+        dC_in = _dot32(dyt, S, PREC) * e[:, None]  # (BT, BN)
         dC += dC_in
         tl.store(dcum_ptr + row + rt, tl.sum(dC_in * Ct.to(tl.float32), axis=1))
         da = tl.load(da_ptr + row + rt) + tl.cumsum(rows, axis=0, reverse=True)
@@ -256,13 +266,14 @@ def chunk_bwd(x, B, C, dy, dtp, cum, cum_lo, segp, enter, dend, D, Q, prec):
         l, h, p, n, Lp, h // g, g,
         *x.stride(), *B.stride(), *C.stride(), *dy.stride(), *dx.stride(), *dB.stride(), *sD,
         Q=Q, BS=BS, BP=BP, BN=BN, HAS_D=D is not None, HAS_SEG=segp is not None, CUM_LO=cum_lo is not None,
-        PREC=prec, UPCAST=upcast,
+        PREC=prec, UPCAST=upcast, DY32=dy.dtype != x.dtype,
     )  # fmt: skip
     _bwd_dc_kernel[grid](
         x, B, C, dy, dtp, cum, cum_lo_, seg_, enter, dC, dcum, da, T,
         l, h, p, n, Lp, h // g, g,
         *x.stride(), *B.stride(), *C.stride(), *dy.stride(), *dC.stride(),
         Q=Q, BT=BS, BP=BP, BN=BN, HAS_SEG=segp is not None, CUM_LO=cum_lo is not None, PREC=prec, UPCAST=upcast,
+        DY32=dy.dtype != x.dtype,
     )  # fmt: skip
     if nb > 1:
         # whole tiles and whole blocks of w around block beta: T[tau, sigma] for sigma < beta < tau, w of sigma < beta

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_state import _chunk_segments, _dot, upcast_dots
+from .triton_state import _chunk_segments, _dot, _dot32, upcast_dots
 
 
 @triton.jit
@@ -63,7 +63,7 @@ def _chunk_scan_fwd_kernel(
         mask=nmask[:, None] & pmask[None, :],
         other=0.0,
     )
-    acc = _dot(Ct, S, PREC, UPCAST) * e_t[:, None]  # (BM, BP)
+    acc = _dot32(Ct, S, PREC) * e_t[:, None]  # (BM, BP)
 
     # stage 1: blocks of s at or below the diagonal
     for k in range(0, (pid_m + 1) * BM, BM):
@@ -75,7 +75,7 @@ def _chunk_scan_fwd_kernel(
             mask=smask[:, None] & nmask[None, :],
             other=0.0,
         )  # (BM, BN)
-        cb = _dot(Ct, tl.trans(Bs), PREC, UPCAST)  # (BM, BM): C_t . B_s
+        cb = _dot(Ct, tl.trans(Bs.to(Ct.dtype)), PREC, UPCAST)  # (BM, BM): C_t . B_s
         diff = cum_t[:, None] - tl.load(cum_ptr + row + rs)[None, :]
         if CUM_LO:
             diff += lo_t[:, None] - tl.load(cumlo_ptr + row + rs)[None, :]
@@ -91,7 +91,7 @@ def _chunk_scan_fwd_kernel(
             other=0.0,
         )  # (BM, BP)
         M = cb * decay * dt_s[None, :]
-        acc += _dot(M, xs, PREC, UPCAST)
+        acc += _dot32(M, xs, PREC)
 
     omask = mmask[:, None] & pmask[None, :]
     if HAS_D:

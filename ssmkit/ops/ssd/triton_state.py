@@ -23,15 +23,18 @@ import triton.language as tl
 
 @triton.jit
 def _dot(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
-    """a @ b with fp32 results. Operands of one 16-bit dtype go to the tensor cores as they are (exact products);
-    a computed fp32 operand (decay-weighted scores, states) is kept in fp32, the other one widened, and the product
-    runs as PREC ("ieee" for fp32 inputs, "tf32" with 16-bit inputs: 4x finer than rounding to bf16).
-    UPCAST: the interpreter's tl.dot mishandles bf16, so there everything runs as exact fp32 products."""
+    """a @ b for two operands of one dtype (fp32 results): 16-bit operands go to the tensor cores as they are.
+    UPCAST: the interpreter's tl.dot mishandles bf16, so there the operands run as exact fp32 products."""
     if UPCAST:
         return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-    if a.dtype != b.dtype:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=PREC)
     return tl.dot(a, b, input_precision=PREC)
+
+
+@triton.jit
+def _dot32(a, b, PREC: tl.constexpr):
+    """a @ b where one operand is computed in fp32 (decay-weighted scores, states): both as fp32, the product in
+    PREC ("ieee" for fp32 inputs; "tf32" with 16-bit inputs, 4x finer than rounding the operand to bf16)."""
+    return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=PREC)
 
 
 def upcast_dots(dtype: torch.dtype) -> bool:
@@ -97,7 +100,7 @@ def _state_fwd_kernel(
                 other=0.0,
             )  # (BK, BN)
             xw = xs.to(tl.float32) * w[:, None]
-            st += _dot(tl.trans(xw), Bs, PREC, UPCAST)
+            st += _dot32(tl.trans(xw), Bs, PREC)
         decay = tl.exp(cum_last)
         if HAS_SEG:
             decay = tl.where(seg_last == seg_before, decay, 0.0)
@@ -161,7 +164,7 @@ def _state_bwd_kernel(
                 other=0.0,
             )  # (BK, BN)
             dye = dys.to(tl.float32) * e[:, None]
-            local += _dot(tl.trans(dye), Cs, PREC, UPCAST)
+            local += _dot32(tl.trans(dye), Cs, PREC)
         dS = dS * decay + local
     tl.store(dinit_ptr + (bi * h + hi) * p * n + tile, dS, mask=pn_mask)
 
