@@ -54,11 +54,24 @@ def transformers_mamba2(d_model: int, n_layer: int, vocab_size: int) -> Peer:
     return Peer("transformers Mamba2", Mamba2ForCausalLM(cfg).eval(), "Mamba2ForCausalLM, PyTorch path")
 
 
+class _MambapyLM(nn.Module):
+    """mambapy's Mamba stack between an embedding and an LM head (its own LM class needs mamba_ssm for Mamba-2)."""
+
+    def __init__(self, backbone: nn.Module, d_model: int, vocab_size: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        self.backbone = backbone
+        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
+
+    def forward(self, input_ids):
+        return self.lm_head(self.backbone(self.embedding(input_ids)))
+
+
 def mambapy_mamba(d_model: int, n_layer: int, vocab_size: int) -> Peer:
     try:
-        from mambapy.lm import LM
-        from mambapy.mamba import MambaConfig
+        from mambapy.mamba import Mamba, MambaConfig
     except Exception as exc:
         return Peer("mambapy Mamba", None, f"unavailable: {type(exc).__name__}: {exc}")
     cfg = MambaConfig(d_model=d_model, n_layers=n_layer, d_state=16, expand_factor=2, d_conv=4, pscan=True)
-    return Peer("mambapy Mamba", LM(cfg, vocab_size=vocab_size).eval(), "mambapy LM, parallel scan")
+    model = _MambapyLM(Mamba(cfg), d_model, vocab_size).eval()
+    return Peer("mambapy Mamba", model, "mambapy Mamba (parallel scan) with embedding and head")
