@@ -24,9 +24,11 @@ from .triton_state import _chunk_segments, _dot, _dot32, upcast_dots
 @triton.jit
 def _xdy(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr, DY32: tl.constexpr):
     """x against dy: dy is fp32 when it carries the silu(z) gate (DY32), else x's dtype."""
-    if DY32:
-        return _dot32(a, b, PREC)
-    return _dot(a, b, PREC, UPCAST)
+    if DY32:  # noqa: SIM108 (a constexpr branch: only the taken side is compiled)
+        out = _dot32(a, b, PREC)
+    else:
+        out = _dot(a, b, PREC, UPCAST)
+    return out
 
 
 @triton.jit
@@ -100,12 +102,12 @@ def _bwd_dx_db_kernel(
             dLC = _xdy(xs_in, tl.trans(dyt), PREC, UPCAST, DY32) * (dt_s[:, None] * LT)  # (BS, BT): (dy_t . xdt_s) L_ts
             dB += _dot32(dLC, Ct, PREC)
             WT = dLC * cbT  # (BS, BT): W^T
-            if k == pid_s * BS:
-                # the diagonal tile: d a_u += sum_{s < u <= t} W_ts, an exclusive prefix over s, then t >= u
-                PT = tl.cumsum(WT, axis=0) - WT
-                da += tl.sum(tl.where(lt[None, :] >= ls[:, None], PT, 0.0), axis=1)
-            else:
-                col += tl.sum(WT, axis=1)
+            # the diagonal tile: d a_u += sum_{s < u <= t} W_ts, an exclusive prefix over s, then t >= u; a later
+            # tile: its column sums (arithmetic on a scalar condition: no branch inside the loop)
+            on_diagonal = k == pid_s * BS
+            PT = tl.cumsum(WT, axis=0) - WT
+            da += tl.where(on_diagonal, tl.sum(tl.where(lt[None, :] >= ls[:, None], PT, 0.0), axis=1), 0.0)
+            col += tl.where(on_diagonal, 0.0, tl.sum(WT, axis=1))
         # tiles with t in a later block: every s < u in this block
         da += tl.cumsum(col, axis=0) - col
         # the state after the chunk: w_s = exp(cum_last - cum_s) for the chunk's last segment
@@ -208,12 +210,13 @@ def _bwd_dc_kernel(
             L = tl.exp(tl.where(causal, diff, float("-inf")))  # (BT, BS)
             dLC = _xdy(dyt, tl.trans(xs), PREC, UPCAST, DY32) * (tl.load(dtp_ptr + row + rs)[None, :] * L)  # (BT, BS)
             dC += _dot32(dLC, Bs, PREC)
-            if k < pid_t * BT:
-                # a tile with s in an earlier block: W_ts reaches a_u for u <= t in this block (the rest of the
-                # rectangle s < u <= t is the tile total, added per block by the caller)
-                W = dLC * _dot(Ct, tl.trans(Bs.to(Ct.dtype)), PREC, UPCAST)
-                rows += tl.sum(W, axis=1)
-                tl.store(T_ptr + (((bi * h + hi) * nc + ci) * n_tblocks + pid_t) * n_tblocks + k // BT, tl.sum(W))
+            # a tile with s in an earlier block: W_ts reaches a_u for u <= t in this block (the rest of the
+            # rectangle s < u <= t is the tile total, added per block by the caller)
+            earlier = k < pid_t * BT
+            W = dLC * _dot(Ct, tl.trans(Bs.to(Ct.dtype)), PREC, UPCAST)
+            rows += tl.where(earlier, tl.sum(W, axis=1), 0.0)
+            T_at = (((bi * h + hi) * nc + ci) * n_tblocks + pid_t) * n_tblocks + k // BT
+            tl.store(T_ptr + T_at, tl.sum(W), mask=earlier)
         # the entering state: y_t += exp(cum_t) C_t S_in^T
         e = tl.exp(cum_t + lo_t) if CUM_LO else tl.exp(cum_t)
         if HAS_SEG:

@@ -25,9 +25,12 @@ import triton.language as tl
 def _dot(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
     """a @ b for two operands of one dtype (fp32 results): 16-bit operands go to the tensor cores as they are.
     UPCAST: the interpreter's tl.dot mishandles bf16, so there the operands run as exact fp32 products."""
+    # one return: the compiler does not stop at an early return, it would build the other branch too
     if UPCAST:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-    return tl.dot(a, b, input_precision=PREC)
+        out = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        out = tl.dot(a, b, input_precision=PREC)
+    return out
 
 
 @triton.jit
