@@ -115,6 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
+    parser.add_argument("--commit", default="", help="the commit measured (the device tree has no .git)")
     opts = parser.parse_args()
     os.makedirs(opts.out, exist_ok=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -122,7 +123,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "triton": triton.__version__,
-        "commit": commit or "unknown",
+        "commit": opts.commit or commit or "unknown",
         "date": time.strftime("%Y-%m-%d"),
         "ceilings": ceilings(),
         "check_vs_torch_fp32": check_w2(),
