@@ -296,3 +296,12 @@ def test_cuda_auto_picks_triton():
     from ssmkit.ops._backend import resolve_backend
 
     assert resolve_backend("ssd", "auto", torch.device("cuda")) == "triton"
+
+
+def test_sizes_the_kernels_cannot_take_are_named():
+    from ssmkit.ops.ssd.triton_ssd import unsupported_reason
+
+    assert unsupported_reason(torch.bfloat16, 64, 128, 256) is None
+    assert "p * n <= 16384" in unsupported_reason(torch.bfloat16, 128, 256, 256)
+    assert "chunk_size" in unsupported_reason(torch.float32, 64, 64, 100)
+    assert "float16" in unsupported_reason(torch.float64, 64, 64, 256)

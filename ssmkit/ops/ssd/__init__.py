@@ -14,9 +14,11 @@ final state is the one after the last token (of the last sequence).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import numbers
+import warnings
 from importlib.util import find_spec
 
 import torch
@@ -37,6 +39,11 @@ if find_spec("triton") is not None:
     register_op("ssd", "triton")
 
 _STATE_DTYPES = (torch.float32, torch.float64)
+
+
+@functools.cache
+def _warn_fallback(reason: str) -> None:
+    warnings.warn(f"ssd: the Triton kernels cannot take this call ({reason}); running the torch path", stacklevel=3)
 
 
 def _check_float_tensor(name: str, t: torch.Tensor | None, expected: tuple, layout: str) -> None:
@@ -166,6 +173,13 @@ def ssd(
     _check_chunk_size(chunk_size)
     seg = _check_sequence(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_state, seq_idx, cu_seqlens)
     chosen = resolve_backend("ssd", backend, x.device)
+    if chosen == "triton" and backend == "auto":
+        from .triton_ssd import unsupported_reason
+
+        reason = unsupported_reason(x.dtype, x.shape[-1], B.shape[-1], chunk_size)
+        if reason is not None:
+            _warn_fallback(reason)
+            chosen = "torch"
     args = (x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit, initial_state, seg)
     if chosen == "reference":
         y, final_state = ssd_reference(*args)

@@ -25,7 +25,21 @@ _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _CHUNKS = (16, 32, 64, 128, 256)
 
 
+def unsupported_reason(dtype: torch.dtype, p: int, n: int, chunk_size: int) -> str | None:
+    """Why these kernels cannot take this call, or None. "auto" then runs the torch path instead, with a warning."""
+    if dtype not in _DTYPES:
+        return f"x: expects float32, bfloat16 or float16, got {dtype}"
+    if chunk_size not in _CHUNKS:
+        return f"chunk_size: expects one of {_CHUNKS}, got {chunk_size}"
+    if p > 128 or n > 256 or p * n > 128 * 128:
+        # the backward holds (p, n) fp32 tiles in shared memory: p = 128 with n = 256 needs 256 KB, over the 227 KB
+        return f"x, B: expects p <= 128, n <= 256 and p * n <= 16384, got p = {p}, n = {n}"
+    return None
+
+
 def _check_supported(x: torch.Tensor, p: int, n: int, chunk_size: int) -> None:
+    if p * n > 128 * 128 and p <= 128 and n <= 256:
+        raise ValueError(f"x, B: backend='triton' for ssd expects p * n <= 16384 (shared memory), got p = {p}, n = {n}")
     if x.dtype not in _DTYPES:
         raise TypeError(f"x: backend='triton' for ssd expects float32, bfloat16 or float16, got {x.dtype}")
     if chunk_size not in _CHUNKS:
