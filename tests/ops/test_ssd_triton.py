@@ -271,9 +271,17 @@ def test_cuda_full(dtype, l, chunk_size):
 
 @pytest.mark.cuda
 @cuda
-@pytest.mark.parametrize("case", [Case(b=1, h=4, p=32, g=1, n=16), Case(b=2, h=4, p=128, g=4, n=256, D="head")])
+@pytest.mark.parametrize("case", [Case(b=1, h=4, p=32, g=1, n=16), Case(b=2, h=4, p=128, g=4, n=128, D="head")])
 def test_cuda_sizes(case):
     check(case, 300, 64, torch.bfloat16, "cuda", seed=5)
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_too_large_tiles_are_refused_by_name():
+    # p = 128 with n = 256 needs 256 KB of shared memory in the backward: a clear error, not a compiler crash
+    with pytest.raises(ValueError, match="p \\* n <= 16384"):
+        check(Case(b=1, h=2, p=128, g=1, n=256), 64, 64, torch.bfloat16, "cuda", seed=5)
 
 
 @pytest.mark.cuda
