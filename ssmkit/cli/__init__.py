@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bench, env
+from . import bench, compare, env
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssmkit", description="State space sequence models: tools and benchmarks")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (env, bench):
+    for module in (env, bench, compare):
         module.register(sub)
     return parser
 
