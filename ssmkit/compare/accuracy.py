@@ -24,6 +24,8 @@ from ..tasks import Task, make_task
 from ..training import NonFiniteLossError, TrainConfig, Trainer
 from .settings import TaskPlan
 
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
 
 @dataclass
 class EvalResult:
@@ -34,14 +36,15 @@ class EvalResult:
     answers: int
     correct_answers: int
     seed: int
+    error: str | None = None  # why this setting could not be scored (out of memory at a long length)
 
     @property
-    def exact_match(self) -> float:
-        return self.exact_matches / self.examples
+    def exact_match(self) -> float | None:
+        return None if self.error else self.exact_matches / self.examples
 
     @property
-    def token_accuracy(self) -> float:
-        return self.correct_answers / max(self.answers, 1)
+    def token_accuracy(self) -> float | None:
+        return None if self.error else self.correct_answers / max(self.answers, 1)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "exact_match": self.exact_match, "token_accuracy": self.token_accuracy}
@@ -65,14 +68,15 @@ class TrainRun:
 
     @property
     def still_improving(self) -> bool:
-        """The loss of the last 10% of updates is over 5% below that of the 10% before: training had not
-        converged, so a low accuracy may say more about the budget than about the architecture."""
+        """The mean loss of the last 10% of updates is over 5% (and over 0.02) below that of the 10% before:
+        training had not converged, so a low accuracy may say more about the budget than about the architecture.
+        (The absolute floor keeps a converged run, whose tiny loss keeps halving, from counting.)"""
         n = max(1, len(self.losses) // 10)
         if len(self.losses) < 2 * n:
             return False
         last = sum(self.losses[-n:]) / n
         before = sum(self.losses[-2 * n : -n]) / n
-        return last < 0.95 * before
+        return last < 0.95 * before and before - last > 0.02
 
 
 def eval_seed(seed: int, index: int) -> int:
@@ -172,12 +176,18 @@ def _score_one(
 ) -> EvalResult:
     generator = torch.Generator().manual_seed(seed)
     exact = answers = correct = done = 0
-    while done < examples:
-        n = min(batch_size, examples - done)
-        batch = task.sample(n, generator).to(device)
-        scores = task.evaluate(model(batch.inputs), batch)
-        exact += round(scores["exact_match"] * n)
-        answers += int(scores["num_answers"])
-        correct += round(scores["token_accuracy"] * scores["num_answers"])
-        done += n
+    try:
+        while done < examples:
+            n = min(batch_size, examples - done)
+            batch = task.sample(n, generator).to(device)
+            scores = task.evaluate(model(batch.inputs), batch)
+            exact += round(scores["exact_match"] * n)
+            answers += int(scores["num_answers"])
+            correct += round(scores["token_accuracy"] * scores["num_answers"])
+            done += n
+    except _OOM as exc:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        reason = f"out of memory at batch {batch_size} x {task.seq_len} tokens: {str(exc).splitlines()[0]}"
+        return EvalResult(label, task.seq_len, done, exact, answers, correct, seed, reason)
     return EvalResult(label, task.seq_len, examples, exact, answers, correct, seed)

@@ -98,14 +98,14 @@ def count_params(config: ModelConfig) -> int:
 
 
 def d_model_multiple(arch: Architecture, overrides: dict[str, Any] | None = None) -> int:
-    """The step of the d_model search: heads must divide d_model (rotary needs an even head dim), and Mamba-2's
-    heads (d_inner / headdim) must divide d_inner."""
+    """The step of the d_model search: heads must divide d_model unless head_dim is fixed (rotary needs an even
+    head dim), and Mamba-2's heads (d_inner / headdim) must divide d_inner."""
     overrides = overrides or {}
     patterns = overrides.get("layer_pattern", arch.layer_pattern)
     step = arch.d_multiple
-    if "A" in patterns:
-        heads = overrides.get("attention", {}).get("n_heads", 8)
-        step = math.lcm(step, 2 * heads)
+    attention = overrides.get("attention", {})
+    if "A" in patterns and attention.get("head_dim") is None:  # head_dim = d_model / n_heads, and even (rotary)
+        step = math.lcm(step, 2 * attention.get("n_heads", 8))
     if "D" in patterns:
         m2 = overrides.get("mamba2", {})
         headdim, expand = m2.get("headdim", 64), m2.get("expand", 2)

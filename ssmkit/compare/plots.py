@@ -36,7 +36,7 @@ def _color(arch: str) -> str:
 
 def _save(fig, folder: str, name: str) -> str:
     fig.tight_layout()
-    fig.savefig(os.path.join(folder, name), dpi=110)
+    fig.savefig(os.path.join(folder, name), dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
     return name
 
@@ -48,7 +48,7 @@ def accuracy_plot(results: dict[str, Any], folder: str) -> str | None:
         return None
     archs = results["archs"]
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(tasks), 4))
+    fig, ax = plt.subplots(figsize=(max(6.4, 2.0 + 1.8 * len(tasks)), 4.6))
     width = 0.8 / len(archs)
     for j, arch in enumerate(archs):
         xs = [i + (j - (len(archs) - 1) / 2) * width for i in range(len(tasks))]
@@ -65,7 +65,9 @@ def accuracy_plot(results: dict[str, Any], folder: str) -> str | None:
     ax.set_xticks(range(len(tasks)), [t.replace("_", " ") for t in tasks])
     ax.set_ylim(0, 109)
     ax.set_ylabel("exact match on held-out examples (%)")
-    ax.set_title(f"Accuracy by task and architecture ({results['scale']} scale, matched parameters)")
+    ax.set_title(
+        f"Exact match by task and architecture\n({results['scale']} scale, matched parameter counts)", fontsize=10
+    )
     ax.legend(fontsize=8, ncol=min(5, len(archs)), loc="upper center", bbox_to_anchor=(0.5, -0.12))
     return _save(fig, folder, "accuracy.png")
 

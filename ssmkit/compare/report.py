@@ -71,6 +71,10 @@ def _accuracy(results: dict[str, Any]) -> list[str]:
             lines += [f"{task} at each evaluated setting (the first is the trained one):", ""]
             table = [[s] + [_pct((row.get(a) or {}).get(s)) for a in archs] for s in settings]
             lines += [*_table(["setting"] + [labels[a] for a in archs], table), ""]
+    unscored = [e for e in results.get("evaluations", []) if e.get("error")]
+    if unscored:
+        lines += ["Settings that could not be scored (n/a above):", ""]
+        lines += [f"- {e['task']} / {labels[e['arch']]} at {e['label']}: {e['error']}" for e in unscored] + [""]
     lines += ["Training runs (seeded; one run per cell):", ""]
     rows = []
     for run in results.get("training", []):

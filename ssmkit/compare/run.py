@@ -163,10 +163,13 @@ def run_compare(options: CompareOptions, log: Callable[[str], None] = _log_to_st
     for purpose, row in r.matches.items():
         log(f"  params ({purpose}): " + ", ".join(f"{a} {m.params:,} (d_model {m.d_model})" for a, m in row.items()))
     with staging(options.out) as tmp:
-        runs = [] if options.skip_training else _train_all(r, options, tmp, log)
+        runs = [] if options.skip_training else _train_all(r, options, tmp, log, start)
         costs = None
         if not options.skip_costs:
-            log(f"measuring costs: forward at {len(r.lengths)} lengths, decode at {len(r.contexts)} contexts")
+            log(
+                f"measuring costs: forward at {len(r.lengths)} lengths, decode at {len(r.contexts)} contexts "
+                f"(at {time.perf_counter() - start:.0f} s)"
+            )
             configs = {a: m.config for a, m in r.matches["costs"].items()}
             costs = measure_costs(configs, r.scale, lengths=r.lengths, contexts=r.contexts, device=r.device, log=log)
         results = _results(r, options, runs, costs)
@@ -184,14 +187,17 @@ def run_compare(options: CompareOptions, log: Callable[[str], None] = _log_to_st
     return results
 
 
-def _train_all(r: Resolved, options: CompareOptions, tmp: str, log: Callable[[str], None]) -> list:
+def _train_all(r: Resolved, options: CompareOptions, tmp: str, log: Callable[[str], None], start: float) -> list:
     runs = []
     total = len(r.tasks) * len(r.archs)
     for task in r.tasks:
         plan = r.plans[task]
         for arch in r.archs:
             match = r.matches[task][arch]
-            log(f"[{len(runs) + 1}/{total}] {task} / {arch}: {plan.steps} steps, {match.params:,} params")
+            at = time.perf_counter() - start
+            log(
+                f"[{len(runs) + 1}/{total}] {task} / {arch}: {plan.steps} steps, {match.params:,} params, at {at:.0f} s"
+            )
             run = train_and_score(
                 match.config,
                 task,
@@ -202,11 +208,15 @@ def _train_all(r: Resolved, options: CompareOptions, tmp: str, log: Callable[[st
                 out_dir=os.path.join(tmp, "runs", task, arch),
                 progress=options.progress,
             )
-            scores = ", ".join(f"{e.label} {e.exact_match:.1%}" for e in run.evals) or f"failed: {run.error}"
+            scores = ", ".join(_score_text(e) for e in run.evals) or f"failed: {run.error}"
             loss = "" if run.first_loss is None else f", loss {run.first_loss:.3f} -> {run.final_loss:.4f}"
             log(f"    {run.train_seconds:.1f} s{loss}; exact match {scores}")
             runs.append(run)
     return runs
+
+
+def _score_text(e) -> str:
+    return f"{e.label} {e.exact_match:.1%}" if e.error is None else f"{e.label} not scored ({e.error})"
 
 
 def _results(r: Resolved, options: CompareOptions, runs: list, costs: dict[str, Any] | None) -> dict[str, Any]:

@@ -77,7 +77,7 @@ _SMALL_MODEL = {
 
 # ---- cpu: the default, sized to finish in at most 10 minutes on a 2-core CPU --------------------------------------
 _CPU_SC = {"seq_len": 40, "num_tokens": 8, "num_symbols": 16}
-_CPU_NEEDLE = {"seq_len": 64}
+_CPU_NEEDLE = {"seq_len": 32}
 _CPU_INDUCTION = {"seq_len": 64, "num_symbols": 16}
 _CPU_MQAR = {"seq_len": 64, "num_pairs": 8, "num_queries": 8}
 _CPU_FACTS = {"seq_len": 64}
@@ -91,7 +91,7 @@ CPU = Scale(
     model=_SMALL_MODEL,
     tasks={
         "selective_copying": TaskPlan((_CPU_SC,), _same(_CPU_SC), steps=1400, lr=1e-2, batch_size=32),
-        "needle": TaskPlan((_CPU_NEEDLE,), _same(_CPU_NEEDLE), steps=300, lr=3e-3, batch_size=32),
+        "needle": TaskPlan((_CPU_NEEDLE,), _same(_CPU_NEEDLE), steps=200, lr=1e-2, batch_size=32),
         "induction_heads": TaskPlan(
             (_CPU_INDUCTION,),
             tuple((f"L={n}", {**_CPU_INDUCTION, "seq_len": n}) for n in (64, 256, 1024, 4096)),
@@ -127,10 +127,17 @@ PAPER = Scale(
         "s4d": {"d_state": 16},
         "mamba": {"d_state": 16},
         "mamba2": {"d_state": 64, "headdim": 32, "chunk_size": 256},
-        "attention": {"n_heads": 4},
+        # a head dim that is a multiple of 8, so CUDA's fused (flash / memory-efficient) attention takes it: the
+        # unfused fallback would materialize the L x L scores (128 GiB at L = 2^16, batch 8)
+        "attention": {"n_heads": 4, "head_dim": 16},
     },
     arch_overrides={
-        "hybrid": {"n_layer": 8, "layer_pattern": "MMMMAMMM", "mlp_pattern": "----G---", "attention": {"n_heads": 2}}
+        "hybrid": {
+            "n_layer": 8,
+            "layer_pattern": "MMMMAMMM",
+            "mlp_pattern": "----G---",
+            "attention": {"n_heads": 2, "head_dim": 16},
+        }
     },
     tasks={
         "selective_copying": TaskPlan(

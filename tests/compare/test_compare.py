@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssmkit.compare.accuracy import score
+from ssmkit.compare.accuracy import _OOM, TrainRun, score
 from ssmkit.compare.archs import ARCHITECTURES, check_archs, count_params, match_params
 from ssmkit.compare.claims import HIGH, LOW, NOT_REPRODUCED, NOT_RUN, REPRODUCED, check_claims
 from ssmkit.compare.output import check_out_dir, staging
@@ -98,6 +98,30 @@ def test_score_counts_exact_matches_and_answers():
     wrong = score(CopyOracle(task, wrong=True), [("a", task)], plan, seed=0)[0]
     assert (wrong.exact_matches, wrong.correct_answers) == (0, 30)
     assert wrong.token_accuracy == 0.75
+
+
+class OutOfMemoryAbove(CopyOracle):
+    def forward(self, ids):
+        if ids.shape[1] > 20:
+            raise _OOM("CUDA out of memory. Tried to allocate 128.00 GiB")
+        return super().forward(ids)
+
+
+def test_a_setting_that_runs_out_of_memory_is_recorded_not_fatal():
+    short = make_task("selective_copying", seq_len=20, num_tokens=4, num_symbols=8)
+    plan = TaskPlan(({},), (("a", {}),), steps=1, lr=1e-3, batch_size=4, eval_examples=8, eval_batch_size=4)
+    fine, failed = score(OutOfMemoryAbove(short), [("L=20", short), ("L=40", short.with_seq_len(40))], plan, seed=0)
+    assert fine.exact_match == 1.0 and fine.error is None
+    assert failed.exact_match is None and "out of memory" in failed.error
+
+
+def test_still_improving_needs_a_real_drop_of_the_loss():
+    def run(losses):
+        return TrainRun("t", "a", len(losses), 1.0, losses[0], losses[-1], losses)
+
+    assert run([2.0] * 80 + [1.5] * 10 + [1.0] * 10).still_improving
+    assert not run([2.0] * 90 + [2.0] * 10).still_improving  # a plateau
+    assert not run([0.01] * 90 + [0.004] * 10).still_improving  # converged: the loss halves, by a negligible amount
 
 
 # ---- the claims --------------------------------------------------------------------------------------------------
