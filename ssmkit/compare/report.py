@@ -102,11 +102,16 @@ def _accuracy(results: dict[str, Any]) -> list[str]:
     lines += ["Task settings:", ""]
     for task, plan in results["config"]["tasks"].items():
         lines.append(
-            f"- {task}: trained on {plan['train']} for {plan['steps']} steps, batch {plan['batch_size']}, "
+            f"- {task}: trained on {' + '.join(_settings(t) for t in plan['train_tasks'])} for "
+            f"{plan['steps']} steps, batch {plan['batch_size']}, "
             f"lr {plan['lr']:g} (warmup + cosine), weight decay {plan['weight_decay']:g}; scored on "
             f"{plan['eval_examples']} held-out examples per setting"
         )
     return [*lines, ""]
+
+
+def _settings(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items()) or "the preset's settings"
 
 
 def _params(results: dict[str, Any]) -> list[str]:

@@ -160,6 +160,8 @@ def run_compare(options: CompareOptions, log: Callable[[str], None] = _log_to_st
         f"ssmkit compare: scale {r.scale.name}, tasks {', '.join(r.tasks)}, architectures {', '.join(r.archs)}, "
         f"device {r.device}, {r.threads} thread(s), seed {options.seed}"
     )
+    if r.scale.name == "paper" and r.device == "cpu":
+        log("  note: the paper scale trains at L = 4096 for 20,000 steps: hours to days on a CPU; use --device cuda")
     for purpose, row in r.matches.items():
         log(f"  params ({purpose}): " + ", ".join(f"{a} {m.params:,} (d_model {m.d_model})" for a, m in row.items()))
     with staging(options.out) as tmp:
@@ -280,7 +282,7 @@ def _results(r: Resolved, options: CompareOptions, runs: list, costs: dict[str, 
             "target_params": scale.target_params,
             "param_tolerance": scale.param_tolerance,
             "patterns": {a: _pattern(m) for a, m in next(iter(r.matches.values()), {}).items()},
-            "tasks": {t: dataclasses.asdict(r.plans[t]) for t in r.tasks},
+            "tasks": {t: _plan_dict(t, r.plans[t]) for t in r.tasks},
             "forward_lengths": r.lengths,
             "decode_contexts": r.contexts,
             "forward_batch_size": scale.forward_batch_size,
@@ -302,6 +304,12 @@ def _results(r: Resolved, options: CompareOptions, runs: list, costs: dict[str, 
             "python": sys.version.split()[0],
         },
     }
+
+
+def _plan_dict(task: str, plan: TaskPlan) -> dict[str, Any]:
+    """The plan, with every field of the tasks trained on spelled out (the preset's and the class defaults too)."""
+    train, _ = build_tasks(task, plan)
+    return {**dataclasses.asdict(plan), "train_tasks": [dataclasses.asdict(t) for t in train]}
 
 
 def _pattern(match: ParamMatch) -> str:
