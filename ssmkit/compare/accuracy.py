@@ -68,15 +68,17 @@ class TrainRun:
 
     @property
     def still_improving(self) -> bool:
-        """The mean loss of the last 10% of updates is over 5% (and over 0.02) below that of the 10% before:
-        training had not converged, so a low accuracy may say more about the budget than about the architecture.
-        (The absolute floor keeps a converged run, whose tiny loss keeps halving, from counting.)"""
+        """The loss was still falling in the second half of training: the mean over the last 10% of updates is
+        over 10% (and over 0.05) below the mean over the 10% that end at the midpoint. Such a run had not
+        converged, so a low accuracy may say more about the budget than about the architecture. (A converged
+        run's tiny loss may still halve; the absolute floor keeps it from counting.)"""
         n = max(1, len(self.losses) // 10)
-        if len(self.losses) < 2 * n:
+        half = len(self.losses) // 2
+        if half < n:
             return False
         last = sum(self.losses[-n:]) / n
-        before = sum(self.losses[-2 * n : -n]) / n
-        return last < 0.95 * before and before - last > 0.02
+        middle = sum(self.losses[half - n : half]) / n
+        return last < 0.9 * middle and middle - last > 0.05
 
 
 def eval_seed(seed: int, index: int) -> int:

@@ -39,27 +39,34 @@ def _fmt(value: float | None) -> str:
 def _measured(accuracy: Accuracy, task: str, arch: str) -> str:
     """'mamba 97%', with a note when its loss was still falling at the end of training."""
     entry = accuracy.get(task, {}).get(arch) or {}
-    note = " (loss still falling at the end)" if entry.get("still_improving") else ""
+    note = " (loss still falling)" if entry.get("still_improving") else ""
     return f"{arch} {_fmt(entry.get('accuracy'))}{note}"
 
 
 def _verdict(
     claim: dict[str, str], measured: list[str], ok: bool | None, unconverged: list[str] | None = None
 ) -> dict[str, Any]:
-    """unconverged: the architectures of an accuracy claim whose loss was still falling when training stopped."""
+    """unconverged: the architectures of an accuracy claim still learning (see TrainRun.still_improving)."""
     status = NOT_RUN if ok is None else REPRODUCED if ok else NOT_REPRODUCED
     caveat = None
     if ok is not None and unconverged:
         caveat = (
-            f"at this training budget only: the loss of {', '.join(unconverged)} was still falling when training "
-            "stopped, so more steps may change this verdict"
+            f"at this training budget only: the loss of {', '.join(unconverged)} was still falling in the second "
+            "half of training, so more steps may change this verdict"
         )
     measured_text = "; ".join(measured) if measured else "not measured in this run"
     return {**claim, "measured": measured_text, "status": status, "caveat": caveat}
 
 
-def _unconverged(accuracy: Accuracy, task: str, archs: tuple[str, ...]) -> list[str]:
-    return [a for a in archs if (accuracy.get(task, {}).get(a) or {}).get("still_improving")]
+def _unconverged(accuracy: Accuracy, task: str, low: tuple[str, ...], high: tuple[str, ...] = ()) -> list[str]:
+    """The architectures whose score more training could move across a threshold of the claim: those expected to
+    stay low, and those expected to be high that are not yet, when their loss was still falling."""
+    entries = {a: accuracy.get(task, {}).get(a) or {} for a in (*low, *high)}
+    return [
+        a
+        for a, e in entries.items()
+        if e.get("still_improving") and (a in low or (e.get("accuracy") is not None and e["accuracy"] < HIGH))
+    ]
 
 
 def _accuracy_claim(
@@ -71,7 +78,7 @@ def _accuracy_claim(
     if any(values[a] is None for a in (*high, *low)):
         return _verdict(claim, measured, None)
     ok = all(values[a] >= HIGH for a in high) and all(values[a] <= LOW for a in low)
-    return _verdict(claim, measured, ok, _unconverged(accuracy, task, (*high, *low)))
+    return _verdict(claim, measured, ok, _unconverged(accuracy, task, low, high))
 
 
 def accuracy_claims(accuracy: Accuracy) -> list[dict[str, Any]]:
@@ -118,7 +125,7 @@ def accuracy_claims(accuracy: Accuracy) -> list[dict[str, Any]]:
             },
             [_measured(accuracy, "needle", "mamba"), _measured(accuracy, "needle", "transformer")] if ran else [],
             (mamba < HIGH <= transformer) if ran else None,
-            _unconverged(accuracy, "needle", ("mamba", "transformer")),
+            _unconverged(accuracy, "needle", ("mamba",), ("transformer",)),
         )
     )
     out.append(_induction_claim(accuracy))
@@ -166,7 +173,10 @@ def _induction_claim(accuracy: Accuracy) -> dict[str, Any]:
     ]
     ok = value is not None and value >= HIGH
     return _verdict(
-        claim, [f"mamba {_fmt(value)} at {label}", *others], ok, _unconverged(accuracy, "induction_heads", ("mamba",))
+        claim,
+        [f"mamba {_fmt(value)} at {label}", *others],
+        ok,
+        _unconverged(accuracy, "induction_heads", (), ("mamba",)),
     )
 
 

@@ -36,8 +36,9 @@ def _claims(results: dict[str, Any]) -> list[str]:
     summary += f" and **{len(bad)} did not**" + (f" ({', '.join(bad)})" if bad else "") + "."
     if budget:
         summary += (
-            f" The verdicts on {', '.join(budget)} hold at this training budget only: an architecture's loss "
-            "was still falling when training stopped (see the caveat in the table)."
+            f" The verdicts on {', '.join(budget)} hold at this training budget only: an architecture on the "
+            "losing side was still learning (its loss still falling in the second half of training; see the caveat "
+            "in the table)."
         )
     lines += [summary, ""]
     rows = []
@@ -94,9 +95,9 @@ def _accuracy(results: dict[str, Any]) -> list[str]:
     header = ["task", "architecture", "steps", "train s", "loss first -> last 10%", "loss still falling"]
     lines += [*_table(header, rows), ""]
     lines += [
-        '"loss still falling": the last 10% of updates averaged over 5% less loss than the 10% before, so more '
-        "training would likely raise that accuracy: a low score there measures this budget, not a limit of "
-        "the architecture.",
+        '"loss still falling": the mean loss of the last 10% of updates is over 10% (and 0.05) below that of the '
+        "10% ending at the midpoint: training had not converged, so more steps would likely raise that accuracy; "
+        "a low score there measures this budget, not a limit of the architecture.",
         "",
     ]
     lines += ["Task settings:", ""]
