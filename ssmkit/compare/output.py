@@ -47,12 +47,19 @@ def is_report(folder: str) -> bool:
 def staging(out: str) -> Iterator[str]:
     out = os.path.abspath(out)
     tmp = tempfile.mkdtemp(dir=os.path.dirname(out), prefix=f".{os.path.basename(out)}.tmp-")
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make the report private once renamed
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _move_into_place(tmp, out)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _move_into_place(tmp: str, out: str) -> None:

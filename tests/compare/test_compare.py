@@ -208,6 +208,9 @@ def test_staging_replaces_a_previous_report_only_when_complete(tmp_path):
         _report(tmp, "new")
     assert _text(out) == "new"
     assert sorted(os.listdir(tmp_path)) == ["report"]  # no temporary or old folder left behind
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(out).st_mode & 0o777 == 0o777 & ~mask  # as readable as any new folder, not mkdtemp's 0700
 
 
 def test_a_folder_that_is_not_a_report_is_never_replaced(tmp_path):
