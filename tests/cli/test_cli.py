@@ -15,7 +15,7 @@ def test_env_lists_every_op_backend(capsys):
 
 def test_bench_w0_small_run_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    args = "bench -w W0 --lengths 16 --repeats 1 --no-peers --long-length 64".split()
+    args = ["bench", "-w", "W0", "--lengths", "16", "--repeats", "1", "--no-peers", "--long-length", "64"]
     code = main([*args, "--out", str(out), "--markdown", str(tmp_path / "bench.md")])
     assert code == 0
     payload = json.loads(out.read_text())
