@@ -58,10 +58,7 @@ def test_seq_idx_matches_reference_and_separate_sequences(monkeypatch):
     y_packed, h_packed = run(inputs, "torch", seq_idx=seq_idx)
     start = 0
     for i, n in enumerate(lengths):
-        part = {
-            k: (v[:, start : start + n] if v.dim() >= 3 and k != "initial_state" else v)
-            for k, v in inputs.items()
-        }
+        part = {k: (v[:, start : start + n] if v.dim() >= 3 and k != "initial_state" else v) for k, v in inputs.items()}
         if i > 0:
             part["initial_state"] = None
         y, h = run(part, "reference")
@@ -75,9 +72,7 @@ def test_small_chunks_cross_resets():
     seq_idx = torch.tensor([[0] * 9 + [1] * 17 + [2] * 19, [0] * 45])
     args = [inputs[k] for k in ("u", "dt", "A", "B", "C", "D", "z", "dt_bias")]
     with torch.no_grad():
-        y_fast, h_fast = chunked.selective_scan_chunked(
-            *args, True, inputs["initial_state"], seq_idx, chunk=4
-        )
+        y_fast, h_fast = chunked.selective_scan_chunked(*args, True, inputs["initial_state"], seq_idx, chunk=4)
     y_ref, h_ref = run(inputs, "reference", seq_idx=seq_idx)
     torch.testing.assert_close(y_fast, y_ref, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(h_fast, h_ref, rtol=1e-4, atol=1e-5)
@@ -107,9 +102,7 @@ def test_step_loop_equals_forward():
 def test_without_optional_inputs():
     inputs = make_inputs(1, 20, 4, 2, 1)
     y = selective_scan(inputs["u"], inputs["dt"].abs(), inputs["A"], inputs["B"], inputs["C"])
-    y_ref = selective_scan(
-        inputs["u"], inputs["dt"].abs(), inputs["A"], inputs["B"], inputs["C"], backend="reference"
-    )
+    y_ref = selective_scan(inputs["u"], inputs["dt"].abs(), inputs["A"], inputs["B"], inputs["C"], backend="reference")
     torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
     assert y.dtype == torch.float32 and y.shape == (1, 20, 4)
 

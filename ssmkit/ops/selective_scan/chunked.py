@@ -102,11 +102,7 @@ def selective_scan_chunked(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_s
     tensors = (u, dt, A, B, C, D, z, dt_bias, initial_state)
     inplace = not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
 
-    state = (
-        u.new_zeros(b, g, e, n, dtype=ct)
-        if initial_state is None
-        else initial_state.to(ct).unflatten(1, (g, e))
-    )
+    state = u.new_zeros(b, g, e, n, dtype=ct) if initial_state is None else initial_state.to(ct).unflatten(1, (g, e))
     nc = delta_p.shape[1]
     per_block = max(1, BLOCK_ELEMENTS // (b * d * n))
     ys = []

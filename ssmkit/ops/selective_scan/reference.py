@@ -17,9 +17,7 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def prepare_dt(
-    dt: torch.Tensor, dt_bias: torch.Tensor | None, dt_softplus: bool, ct: torch.dtype
-) -> torch.Tensor:
+def prepare_dt(dt: torch.Tensor, dt_bias: torch.Tensor | None, dt_softplus: bool, ct: torch.dtype) -> torch.Tensor:
     dt = dt.to(ct)
     if dt_bias is not None:
         dt = dt + dt_bias.to(ct)
