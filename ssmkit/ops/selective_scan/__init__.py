@@ -6,7 +6,9 @@ c // (d / g)); D, dt_bias: (d,); states: (b, d, n) fp32 (fp64 for fp64 inputs).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import warnings
 
 import torch
 
@@ -21,6 +23,11 @@ if importlib.util.find_spec("triton") is not None:
     # the kernels themselves are imported on first use, so TRITON_INTERPRET set after `import ssmkit` still counts
     register_op("selective_scan", "triton")
 register_op("selective_scan_step", "reference", "torch")
+
+
+@functools.cache
+def _warn_fallback(reason: str) -> None:
+    warnings.warn(f"selective_scan: {reason}; running the torch path", stacklevel=3)
 
 
 def _check_params(A, D, dt_bias, d: int) -> int:
@@ -79,6 +86,8 @@ def selective_scan(
                 "backend='triton' for selective_scan: u is float64; the kernels take float16, "
                 "bfloat16 or float32 (use backend='torch' or 'reference' for float64)"
             )
+        if u.dtype == torch.float64:
+            _warn_fallback("the Triton kernels take float16, bfloat16 or float32, u is float64")
         chosen = "torch"
     if chosen == "triton":
         from .triton_scan import selective_scan_triton as impl
