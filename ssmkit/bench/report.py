@@ -10,6 +10,7 @@ import subprocess
 
 import torch
 
+from ..models.config import atomic_write_text
 from ..ops._backend import backend_report
 
 
@@ -78,8 +79,4 @@ def format_markdown(rows: list[dict], meta: dict) -> str:
 
 
 def write_json(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")

@@ -7,6 +7,7 @@ import argparse
 import torch
 
 from ..bench import report, workloads
+from ..models.config import atomic_write_text
 
 WORKLOADS = ("W0",)
 
@@ -48,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
     report.write_json(args.out, {"meta": meta, "results": rows})
     print(f"\nwrote {args.out}")
     if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(report.format_markdown(rows, meta))
+        atomic_write_text(args.markdown, report.format_markdown(rows, meta))
         print(f"wrote {args.markdown}")
     return 0

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -104,5 +105,12 @@ def test_bad_input_ids():
 def test_state_bytes_count_every_layer():
     model = LanguageModel(tiny_config(shared_attention_every=2))
     state = model.init_state(1)
-    expected = sum(s.nbytes() for s in (*state.layers, *state.shared))
+    assert len(state.shared) == 2  # sites before layers 0 and 2, each with its own KV cache
+    # counted independently: every tensor field of every layer's and site's state
+    expected = sum(
+        t.numel() * t.element_size()
+        for s in (*state.layers, *state.shared)
+        for t in (getattr(s, f.name) for f in dataclasses.fields(s))
+        if isinstance(t, torch.Tensor)
+    )
     assert state.nbytes() == expected > 0
