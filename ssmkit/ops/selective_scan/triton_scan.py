@@ -11,6 +11,7 @@ import torch
 import triton
 
 from .triton_bwd import _bwd_kernel, _bwd_local_kernel
+from .triton_bwd_seq import _bwd_local_seq_kernel, _bwd_seq_kernel
 from .triton_fwd import _chunk_combine_kernel, _fwd_kernel, _fwd_local_kernel, _fwd_seq_kernel
 
 # tile sizes, settable by benchmarks: TT steps x BD channels x n states per program
@@ -22,6 +23,11 @@ NUM_WARPS_BWD = 4
 # forward as a per-step recurrence (one channel per thread, BD_SEQ channels per program) instead of tile scans
 SEQ_FWD = True
 BD_SEQ = 128
+# backward as a per-step recurrence (one channel per lane, one warp of BD_BWD_SEQ channels per program), its
+# states recomputed in sub-tiles of SUB steps held in registers
+SEQ_BWD = True
+BD_BWD_SEQ = 32
+SUB = 4
 # the sequence is cut into chunks until b * (d / BD) * chunks reaches this many programs
 TARGET_PROGRAMS = 2048
 COMBINE_BLOCK = 256
@@ -170,6 +176,8 @@ def _combine(S, dec, h0, out, b, nc, dn, reverse):
 
 def scan_bwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfinal, need_dh0):
     """Gradients (du, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_state); None where the input is absent."""
+    if SEQ_BWD:
+        return _scan_bwd_seq(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfinal, need_dh0)
     b, l, d = u.shape
     g, n = B.shape[2], B.shape[3]
     NP = triton.next_power_of_2(n)
@@ -223,6 +231,65 @@ def scan_bwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfin
     else:
         dB = dB_part.view(b, l, g, blocks // g, n).sum(3).to(B.dtype)
         dC = dC_part.view(b, l, g, blocks // g, n).sum(3).to(C.dtype)
+    dA = dA_part.sum((0, 1)).to(A.dtype)
+    dD = dD_part.sum((0, 1)).to(D.dtype) if has_D else None
+    dbias = dbias_part.sum((0, 1)).to(dt_bias.dtype) if dt_bias is not None else None
+    return (
+        du, ddt, dA, dB, dC, dD, dz if z is not None else None, dbias,
+        dh0 if need_dh0 else None,
+    )  # fmt: skip
+
+
+def _scan_bwd_seq(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfinal, need_dh0):
+    """`scan_bwd` with the per-step kernels of triton_bwd_seq.py."""
+    b, l, d = u.shape
+    g, n = B.shape[2], B.shape[3]
+    NP = triton.next_power_of_2(n)
+    BD = _block_d(d // g, BD_BWD_SEQ)
+    blocks = d // BD
+    chunk_len, nc = _chunking(b, l, blocks)
+    n_tiles = triton.cdiv(l, TT)
+    dev = u.device
+    f32 = torch.float32
+    flags, has_D = _flags(D, z, dt_bias, seq_idx, dt_softplus)
+    dims = dict(D_MODEL=d, G=g, N=n, NP=NP, BD=BD)
+    warps = max(1, BD // 32)
+    dummy = u
+    seq = seq_idx if seq_idx is not None else dummy
+    bias = dt_bias if dt_bias is not None else dummy
+    zp = z if z is not None else dummy
+    grid = (blocks, nc, b)
+    if nc == 1:
+        carry, carry_mode = (dfinal, 1) if dfinal is not None else (dummy, 0)
+    else:
+        Lc = _empty(b, nc, d, n, dtype=f32, device=dev)
+        dec = _empty(b, nc, d, n, dtype=f32, device=dev)
+        _bwd_local_seq_kernel[grid](
+            dt, zp, C, A, bias, seq, dy, Lc, dec, l, chunk_len, nc,
+            **dims, **flags, num_warps=warps,
+        )  # fmt: skip
+        carry = _empty(b, nc, d, n, dtype=f32, device=dev)
+        _combine(Lc, dec, dfinal, carry, b, nc, d * n, reverse=True)
+        carry_mode = 2
+    du = _empty(b, l, d, dtype=u.dtype, device=dev)
+    ddt = _empty(b, l, d, dtype=dt.dtype, device=dev)
+    dz = _empty(b, l, d, dtype=z.dtype, device=dev) if z is not None else dummy
+    dB_part = _empty(b, l, blocks, n, dtype=f32, device=dev)
+    dC_part = _empty(b, l, blocks, n, dtype=f32, device=dev)
+    dA_part = _empty(b, nc, d, n, dtype=f32, device=dev)
+    dD_part = _empty(b, nc, d, dtype=f32, device=dev) if has_D else dummy
+    dbias_part = _empty(b, nc, d, dtype=f32, device=dev) if dt_bias is not None else dummy
+    dh0 = _empty(b, d, n, dtype=f32, device=dev) if need_dh0 else dummy
+    scratch = torch.empty(b * nc * blocks * (TT // SUB) * NP * BD, dtype=f32, device=dev)
+    _bwd_seq_kernel[grid](
+        u, dt, zp, B, C, A, D if has_D else dummy, bias, seq, ckpt, dy, carry, scratch,
+        du, ddt, dz, dB_part, dC_part, dA_part, dD_part, dbias_part, dh0,
+        l, chunk_len, nc, n_tiles,
+        **dims, TT=TT, SUB=SUB, CARRY_MODE=carry_mode, HAS_D=has_D, **flags, WRITE_DH0=need_dh0,
+        num_warps=warps,
+    )  # fmt: skip
+    dB = dB_part.view(b, l, g, blocks // g, n).sum(3).to(B.dtype)
+    dC = dC_part.view(b, l, g, blocks // g, n).sum(3).to(C.dtype)
     dA = dA_part.sum((0, 1)).to(A.dtype)
     dD = dD_part.sum((0, 1)).to(D.dtype) if has_D else None
     dbias = dbias_part.sum((0, 1)).to(dt_bias.dtype) if dt_bias is not None else None
