@@ -137,7 +137,7 @@ def _bwd_seq_kernel(
                     offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, HAS_BIAS, SOFTPLUS, HAS_SEQ,
                 )  # fmt: skip
                 h_t = tl.sum(tl.where(sidx == j, hs, -0.0), axis=0)  # x + (-0.0) == x: exact, folds away
-                if j == 0:  # noqa: SIM108 (a static branch; Triton traces both sides of a ternary)
+                if j == 0:  # noqa: SIM108 (a static branch on constexpr j)
                     h_prev = h_enter
                 else:
                     h_prev = tl.sum(tl.where(sidx == j - 1, hs, -0.0), axis=0)
