@@ -4,7 +4,7 @@ One program (a single warp) owns (batch row, chunk, BD = 32 channels) and walks 
 adjoint G_t = dL/dh_t = C_t dys_t + Abar_{t+1} G_{t+1} runs in registers, as h does in the forward; the
 states h_t it needs are recomputed from the forward's checkpoints (one entering state per tile of TT steps):
   1. from the tile's checkpoint, TT - SUB steps forward, each SUB-step sub-tile's entering state written to a
-     small per-program scratch buffer (it stays in L1/L2),
+     small per-program scratch buffer (it stays in L1/L2: registers are the scarce resource here),
   2. sub-tiles last to first: SUB states recomputed into registers, then SUB steps backwards.
 So a state is never written per step, and each element costs 1.75 + 1 exps (TT = 16, SUB = 4).
 
@@ -79,8 +79,7 @@ def _bwd_seq_kernel(
     offs_nd = offs_d[None, :] * N + offs_n[:, None]  # (NP, BD): element (d, n) of a (d, n) state
     mask_nd = mask_n[:, None]
     zeros_d = tl.zeros((BD,), dtype=tl.int32)
-    A = tl.load(A_ptr + offs_nd, mask=mask_nd, other=0.0).to(tl.float32)
-    A2 = A * 1.4426950408889634
+    A2 = tl.load(A_ptr + offs_nd, mask=mask_nd, other=0.0).to(tl.float32) * 1.4426950408889634  # A log2(e)
     if CARRY_MODE == 1:
         carry = tl.load(carry_ptr + b64 * D_MODEL * N + offs_nd, mask=mask_nd, other=0.0).to(tl.float32)
     elif CARRY_MODE == 2:
@@ -106,22 +105,22 @@ def _bwd_seq_kernel(
     for i in range(0, n_t):
         t0 = t_start + (n_t - 1 - i) * TT
         h = tl.load(ckpt_ptr + (b64 * n_tiles + t0 // TT) * D_MODEL * N + offs_nd, mask=mask_nd, other=0.0)
-        # 1. entering states of the sub-tiles
-        for k in tl.static_range(K):
+        # 1. entering states of the sub-tiles (loops left rolled where no register slot is indexed: small code)
+        for k in range(0, K):
             tl.store(scratch_ptr + offs_scr + k * NP * BD, h)
             if k < K - 1:
-                for j in tl.static_range(SUB):
+                for j in range(0, SUB):
                     uu, _raw, dd, Bt, dA, _ok_d, _ok_n, _row = _step_inputs(
                         u_ptr, dt_ptr, bias, B_ptr, seq_ptr, A2, b64, t0 + k * SUB + j, t_stop, L, offs_d,
                         offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, HAS_BIAS, SOFTPLUS, HAS_SEQ,
                     )  # fmt: skip
                     h = dA * h + Bt[:, None] * (dd * uu)[None, :]
         # 2. sub-tiles last to first
-        for kk in tl.static_range(K):
+        for kk in range(0, K):
             ts = t0 + (K - 1 - kk) * SUB
-            h_enter = tl.load(scratch_ptr + offs_scr + (K - 1 - kk) * NP * BD)
+            slot = offs_scr + (K - 1 - kk) * NP * BD
+            h = tl.load(scratch_ptr + slot)
             hs = tl.zeros((SUB, NP, BD), dtype=tl.float32)
-            h = h_enter
             for j in tl.static_range(SUB):
                 uu, _raw, dd, Bt, dA, _ok_d, _ok_n, _row = _step_inputs(
                     u_ptr, dt_ptr, bias, B_ptr, seq_ptr, A2, b64, ts + j, t_stop, L, offs_d,
@@ -138,7 +137,7 @@ def _bwd_seq_kernel(
                 )  # fmt: skip
                 h_t = tl.sum(tl.where(sidx == j, hs, -0.0), axis=0)  # x + (-0.0) == x: exact, folds away
                 if j == 0:  # noqa: SIM108 (a static branch on constexpr j)
-                    h_prev = h_enter
+                    h_prev = tl.load(scratch_ptr + slot)  # the sub-tile's entering state, from L1
                 else:
                     h_prev = tl.sum(tl.where(sidx == j - 1, hs, -0.0), axis=0)
                 Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
@@ -154,7 +153,7 @@ def _bwd_seq_kernel(
                 gd = Gt * dA * h_prev
                 dA_acc += gd * dd[None, :]
                 GB = tl.sum(Gt * Bt[:, None], axis=0)  # (BD,)
-                ddelta = uu * GB + tl.sum(gd * A, axis=0)
+                ddelta = uu * GB + tl.sum(gd * A2, axis=0) * 0.6931471805599453  # A = A2 ln 2
                 du = dd * GB + Dv * dys
                 ddt = ddelta
                 if SOFTPLUS:
