@@ -2,15 +2,44 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import warnings
+
 import torch
 
 from .._backend import register_op, resolve_backend
-from .._checks import check_divides, check_float, check_shape, check_tensor
+from .._checks import check_divides, check_float, check_shape, check_tensor, same_device
 from .fast import gated_rms_norm_torch, rms_norm_torch
 from .reference import gated_rms_norm_ref, rms_norm_ref
 
 register_op("rms_norm", "reference", "torch")
 register_op("gated_rms_norm", "reference", "torch")
+if importlib.util.find_spec("triton") is not None:
+    # the kernels are imported on first use, so TRITON_INTERPRET set after `import ssmkit` still counts
+    register_op("rms_norm", "triton")
+    register_op("gated_rms_norm", "triton")
+
+
+@functools.cache
+def _warn_fallback(op: str, reason: str) -> None:
+    warnings.warn(f"{op}: {reason}; running the torch path", stacklevel=4)
+
+
+def _backend_for(op: str, backend: str, x: torch.Tensor) -> str:
+    """resolve_backend, then away from Triton for what the kernels do not take (float64: an error if asked for)."""
+    chosen = resolve_backend(op, backend, x.device)
+    if chosen == "triton" and x.dtype == torch.float64:
+        if backend == "triton":
+            raise ValueError(
+                f"backend='triton' for {op}: x is float64; the kernels take float16, bfloat16 or float32 "
+                "(use backend='torch' or 'reference' for float64)"
+            )
+        _warn_fallback(op, "the Triton kernels take float16, bfloat16 or float32, x is float64")
+        return "torch"
+    if chosen == "triton" and x.numel() == 0:
+        return "torch"
+    return chosen
 
 
 def _check_weight(weight: torch.Tensor | None, d: int) -> None:
@@ -21,13 +50,21 @@ def _check_weight(weight: torch.Tensor | None, d: int) -> None:
 def rms_norm(
     x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1e-6, backend: str = "auto"
 ) -> torch.Tensor:
-    """RMSNorm over the last dimension. x: (..., d), weight: (d,) -> (..., d) in x's dtype."""
+    """RMSNorm over the last dimension. x: (..., d), weight: (d,) -> (..., d) in x's dtype.
+
+    backend "auto" runs the Triton kernels on CUDA tensors (float64 falls back to torch with a warning).
+    """
     check_tensor("x", x)
     check_float("x", x)
     _check_weight(weight, x.shape[-1])
-    chosen = resolve_backend("rms_norm", backend, x.device)
+    same_device(x=x, weight=weight)
+    chosen = _backend_for("rms_norm", backend, x)
     if chosen == "reference":
         return rms_norm_ref(x, weight, eps)
+    if chosen == "triton":
+        from .triton_norm import rms_norm_triton
+
+        return rms_norm_triton(x, weight, eps)
     return rms_norm_torch(x, weight, eps)
 
 
@@ -53,7 +90,12 @@ def gated_rms_norm(
     _check_weight(weight, d)
     group_size = d if group_size is None else group_size
     check_divides("d (last dim of x)", d, "group_size", group_size)
-    chosen = resolve_backend("gated_rms_norm", backend, x.device)
+    same_device(x=x, z=z, weight=weight)
+    chosen = _backend_for("gated_rms_norm", backend, x)
     if chosen == "reference":
         return gated_rms_norm_ref(x, z, weight, eps, group_size, norm_before_gate)
+    if chosen == "triton":
+        from .triton_norm import gated_rms_norm_triton
+
+        return gated_rms_norm_triton(x, z, weight, eps, group_size, norm_before_gate)
     return gated_rms_norm_torch(x, z, weight, eps, group_size, norm_before_gate)

@@ -22,7 +22,7 @@ register_op("selective_scan", "reference", "torch")
 if importlib.util.find_spec("triton") is not None:
     # the kernels themselves are imported on first use, so TRITON_INTERPRET set after `import ssmkit` still counts
     register_op("selective_scan", "triton")
-register_op("selective_scan_step", "reference", "torch")
+register_op("selective_scan_step", "reference", "torch", *(("triton",) if importlib.util.find_spec("triton") else ()))
 
 
 @functools.cache
@@ -109,8 +109,15 @@ def selective_scan_step(
     dt_bias: torch.Tensor | None = None,
     dt_softplus: bool = False,
     backend: str = "auto",
+    out_state: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token: u_t, dt_t, z_t: (b, d); B_t, C_t: (b, g, n); state (b, d, n). Returns (y_t, new_state)."""
+    """One token: u_t, dt_t, z_t: (b, d); B_t, C_t: (b, g, n); state (b, d, n). Returns (y_t, new_state).
+
+    new_state is fp32 (fp64 for fp64 inputs); the input state is not modified unless it is passed as `out_state`.
+    out_state (b, d, n), that dtype: the new state is written there (it may be `state` itself) and returned.
+    The Triton kernel ("auto" on CUDA) is inference only: when grad mode is on and an input requires grad, the
+    torch path runs instead, so the step stays differentiable. float64 runs the torch path ("auto" warns once).
+    """
     check_tensor("u_t", u_t)
     check_float("u_t", u_t)
     if u_t.dim() != 2:
@@ -125,6 +132,31 @@ def selective_scan_step(
     check_shape("state", state, (b, d, n), "(b, d, n)")
     if z_t is not None:
         check_shape("z_t", z_t, (b, d), "(b, d)")
-    resolve_backend("selective_scan_step", backend, u_t.device)
+    state_dtype = torch.float64 if u_t.dtype == torch.float64 else torch.float32
+    if out_state is not None:
+        check_shape("out_state", out_state, (b, d, n), "(b, d, n)")
+        if out_state.dtype != state_dtype:
+            raise TypeError(f"out_state: expected dtype {state_dtype} (the state's dtype), got {out_state.dtype}")
+    same_device(
+        u_t=u_t, dt_t=dt_t, A=A, B_t=B_t, C_t=C_t, state=state, D=D, z_t=z_t, dt_bias=dt_bias, out_state=out_state
+    )
+    chosen = resolve_backend("selective_scan_step", backend, u_t.device)
+    if chosen == "triton" and u_t.dtype == torch.float64:
+        if backend == "triton":
+            raise ValueError(
+                "backend='triton' for selective_scan_step: u_t is float64; the kernel takes float16, bfloat16 "
+                "or float32 (use backend='torch' or 'reference' for float64)"
+            )
+        _warn_fallback("selective_scan_step's Triton kernel takes float16, bfloat16 or float32, u_t is float64")
+        chosen = "torch"
+    inputs = (u_t, dt_t, A, B_t, C_t, state, D, z_t, dt_bias)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
+    if chosen == "triton" and not needs_grad and state.numel() > 0:
+        from .triton_step import selective_scan_step_triton
+
+        return selective_scan_step_triton(u_t, dt_t, A, B_t, C_t, state, D, z_t, dt_bias, dt_softplus, out_state)
     # one token has nothing to parallelize: the reference and the fast path are the same arithmetic
-    return selective_scan_step_torch(u_t, dt_t, A, B_t, C_t, state, D, z_t, dt_bias, dt_softplus)
+    y, new_state = selective_scan_step_torch(u_t, dt_t, A, B_t, C_t, state, D, z_t, dt_bias, dt_softplus)
+    if out_state is not None:
+        new_state = out_state.copy_(new_state)
+    return y, new_state

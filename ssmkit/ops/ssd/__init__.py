@@ -37,6 +37,7 @@ register_op("ssd", "reference", "torch")
 if find_spec("triton") is not None:
     # the kernels import on first use: Triton reads TRITON_INTERPRET when a kernel is defined
     register_op("ssd", "triton")
+register_op("ssd_step", "reference", "torch", *(("triton",) if find_spec("triton") else ()))
 
 _STATE_DTYPES = (torch.float32, torch.float64)
 
@@ -226,10 +227,16 @@ def ssd_step(
     dt_bias: torch.Tensor | None = None,
     dt_softplus: bool = False,
     dt_limit: tuple[float, float] = DEFAULT_DT_LIMIT,
+    backend: str = "auto",
+    out_state: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One token: x_t, z_t (b, h, p); dt_t (b, h); B_t, C_t (b, g, n); state (b, h, p, n) fp32.
 
-    Returns (y_t (b, h, p) in x_t's dtype, new_state). The input state is not modified.
+    Returns (y_t (b, h, p) in x_t's dtype, new_state). The input state is not modified unless it is passed as
+    `out_state` (b, h, p, n), in new_state's dtype (fp32; fp64 for fp64 inputs): the new state is written there
+    and returned. The Triton kernel ("auto" on CUDA) is inference only: when grad mode is on and an input requires
+    grad, the torch path runs instead, so the step stays differentiable. float64 runs the torch path ("auto" warns
+    once). "reference" and "torch" are the same arithmetic here.
     """
     check_shape("x_t", x_t, (None, None, None), "(b, h, p)")
     check_float("x_t", x_t)
@@ -246,5 +253,30 @@ def ssd_step(
     _check_float_tensor("z_t", z_t, (b, h, p), "(b, h, p)")
     _check_float_tensor("dt_bias", dt_bias, (h,), "(h,)")
     _check_dt_limit(dt_limit)
-    same_device(x_t=x_t, dt_t=dt_t, A=A, B_t=B_t, C_t=C_t, state=state, D=D, z_t=z_t, dt_bias=dt_bias)
-    return ssd_step_torch(x_t, dt_t, A, B_t, C_t, state, D, z_t, dt_bias, dt_softplus, dt_limit)
+    state_dtype = torch.float64 if x_t.dtype == torch.float64 else torch.float32
+    if out_state is not None:
+        check_shape("out_state", out_state, (b, h, p, n), "(b, h, p, n)")
+        if out_state.dtype != state_dtype:
+            raise TypeError(f"out_state: expected dtype {state_dtype} (the new state's dtype), got {out_state.dtype}")
+    same_device(
+        x_t=x_t, dt_t=dt_t, A=A, B_t=B_t, C_t=C_t, state=state, D=D, z_t=z_t, dt_bias=dt_bias, out_state=out_state
+    )
+    chosen = resolve_backend("ssd_step", backend, x_t.device)
+    if chosen == "triton" and x_t.dtype == torch.float64:
+        if backend == "triton":
+            raise ValueError(
+                "backend='triton' for ssd_step: x_t is float64; the kernel takes float16, bfloat16 or float32 "
+                "(use backend='torch' or 'reference' for float64)"
+            )
+        _warn_fallback("ssd_step: x_t is float64, the step kernel takes float16, bfloat16 or float32")
+        chosen = "torch"
+    inputs = (x_t, dt_t, A, B_t, C_t, state, D, z_t, dt_bias)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
+    if chosen == "triton" and not needs_grad and state.numel() > 0:
+        from .triton_step import ssd_step_triton
+
+        return ssd_step_triton(x_t, dt_t, A, B_t, C_t, state, D, z_t, dt_bias, dt_softplus, dt_limit, out_state)
+    y, new_state = ssd_step_torch(x_t, dt_t, A, B_t, C_t, state, D, z_t, dt_bias, dt_softplus, dt_limit)
+    if out_state is not None:
+        new_state = out_state.copy_(new_state)
+    return y, new_state
