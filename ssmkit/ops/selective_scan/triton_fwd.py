@@ -231,12 +231,8 @@ def _fwd_seq_kernel(
     D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
     TT: tl.constexpr, H0_MODE: tl.constexpr, HAS_Z: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, WRITE_CKPT: tl.constexpr, LOCAL: tl.constexpr,
-    PREFETCH: tl.constexpr,
 ):  # fmt: skip
     """The forward as a plain recurrence: one channel per thread, its n states in registers, TT steps unrolled.
-
-    PREFETCH: u, Delta and z are loaded as (TT, BD) tiles before the tile's steps and y is stored as one tile after
-    them, so no store sits between the steps' loads (the loads of B_t, C_t can then all be issued early).
 
     Same results as `_fwd_kernel` (LOCAL=False) or `_fwd_local_kernel` (LOCAL=True: zero start, writes S, Dec).
     The state is a (NP, BD) tile, channels along the lanes, so C_t . h_t sums within a thread.
@@ -257,10 +253,8 @@ def _fwd_seq_kernel(
         h = tl.load(h0_ptr + (b64 * n_chunks + pid_c) * D_MODEL * N + offs_nd, mask=mask_nd, other=0.0)
     else:
         h = tl.zeros((NP, BD), dtype=tl.float32)
-    Dv = tl.zeros((BD,), dtype=tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d).to(tl.float32)
-    bias = tl.zeros((BD,), dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d).to(tl.float32)
     dsum = tl.zeros((BD,), dtype=tl.float32)
@@ -269,51 +263,41 @@ def _fwd_seq_kernel(
     t_stop = tl.minimum(t_start + chunk_len, L)
     zeros_d = tl.zeros((BD,), dtype=tl.int32)
     zeros_n = tl.zeros((NP,), dtype=tl.int32)
-    tidx = tl.arange(0, TT)[:, None]  # (TT, 1): the register slot of each step in a (TT, BD) tile
     for t0 in range(t_start, t_stop, TT):
         if WRITE_CKPT:
             tl.store(ckpt_ptr + (b64 * n_tiles + t0 // TT) * D_MODEL * N + offs_nd, h, mask=mask_nd)
-        if PREFETCH:
-            offs_t = t0 + tl.arange(0, TT)
-            mask_t = offs_t < t_stop
-            rows = b64 * L + offs_t
-            offs_td = rows[:, None] * D_MODEL + offs_d[None, :]  # (TT, BD)
-            mask_td = mask_t[:, None] & (offs_d[None, :] < D_MODEL)
-            u_tile = tl.load(u_ptr + offs_td, mask=mask_td, other=0.0).to(tl.float32)
-            dd_tile = _load_delta(dt_ptr, bias_ptr, offs_td, mask_td, offs_d, HAS_BIAS, SOFTPLUS)
+        for j in tl.static_range(TT):
+            t = t0 + j
+            ok_d = (zeros_d + t) < t_stop  # (BD,)
+            ok_n = ((zeros_n + t) < t_stop) & mask_n  # (NP,)
+            row = b64 * L + t
+            uu = tl.load(u_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+            dd = tl.load(dt_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+            if HAS_BIAS:
+                dd += bias
+            if SOFTPLUS:
+                dd = _softplus(dd)
+            dd = tl.where(ok_d, dd, 0.0)
+            Bt = tl.load(B_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
+            dA = tl.exp2(dd[None, :] * A2)  # (NP, BD)
             if HAS_SEQ:
-                keep_tile = _load_keep(seq_ptr, rows, offs_t, mask_t)[:, None] + tl.zeros((TT, BD), tl.float32)
-                alive = alive * tl.min(keep_tile, axis=0)
+                cur = tl.load(seq_ptr + row + zeros_d, mask=ok_d, other=0)
+                prev = tl.load(seq_ptr + row - 1 + zeros_d, mask=ok_d & (zeros_d + t > 0), other=0)
+                keep = tl.where((cur == prev) | (zeros_d + t == 0) | (~ok_d), 1.0, 0.0)  # (BD,)
+                dA = dA * keep[None, :]
+                alive = alive * keep
+            h = dA * h + Bt[:, None] * (dd * uu)[None, :]
             if LOCAL:
-                dsum += tl.sum(dd_tile, axis=0)
-            y_tile = tl.zeros((TT, BD), dtype=tl.float32)
-            for j in tl.static_range(TT):
-                t = t0 + j
-                ok_n = ((zeros_n + t) < t_stop) & mask_n
-                row = b64 * L + t
-                uu = tl.sum(tl.where(tidx == j, u_tile, -0.0), axis=0)  # row j: x + (-0.0) == x, folds away
-                dd = tl.sum(tl.where(tidx == j, dd_tile, -0.0), axis=0)
-                Bt = tl.load(B_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
-                dA = tl.exp2(dd[None, :] * A2)  # (NP, BD)
-                if HAS_SEQ:
-                    dA = dA * tl.sum(tl.where(tidx == j, keep_tile, -0.0), axis=0)[None, :]
-                h = dA * h + Bt[:, None] * (dd * uu)[None, :]
-                if not LOCAL:
-                    Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
-                    y_tile = tl.where(tidx == j, tl.sum(h * Ct[:, None], axis=0)[None, :], y_tile)
-            if not LOCAL:
+                dsum += dd
+            else:
+                Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
+                yy = tl.sum(h * Ct[:, None], axis=0)  # (BD,)
                 if HAS_D:
-                    y_tile += Dv[None, :] * u_tile
+                    yy += Dv * uu
                 if HAS_Z:
-                    zz = tl.load(z_ptr + offs_td, mask=mask_td, other=0.0).to(tl.float32)
-                    y_tile *= zz * tl.sigmoid(zz)
-                _store(y_ptr, offs_td, y_tile, mask_td)
-        else:
-            h, dsum, alive = _fwd_steps(
-                u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, y_ptr, A2, h, Dv, bias, dsum, alive, b64, t0, t_stop, L,
-                offs_d, offs_n, mask_n, grp, zeros_d, zeros_n, D_MODEL, G, N, TT, HAS_Z, HAS_D, HAS_BIAS, SOFTPLUS,
-                HAS_SEQ, LOCAL,
-            )  # fmt: skip
+                    zz = tl.load(z_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+                    yy *= zz * tl.sigmoid(zz)
+                _store(y_ptr, row * D_MODEL + offs_d, yy, ok_d)
     if LOCAL:
         out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_nd
         tl.store(S_ptr + out, h, mask=mask_nd)
@@ -321,46 +305,3 @@ def _fwd_seq_kernel(
     else:
         if pid_c == n_chunks - 1:
             tl.store(final_ptr + b64 * D_MODEL * N + offs_nd, h, mask=mask_nd)
-
-
-@triton.jit
-def _fwd_steps(
-    u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, y_ptr, A2, h, Dv, bias, dsum, alive, b64, t0, t_stop, L,
-    offs_d, offs_n, mask_n, grp, zeros_d, zeros_n,
-    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, TT: tl.constexpr, HAS_Z: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, LOCAL: tl.constexpr,
-):  # fmt: skip
-    """TT steps of `_fwd_seq_kernel` with per-step loads and stores; returns (h, dsum, alive)."""
-    for j in tl.static_range(TT):
-        t = t0 + j
-        ok_d = (zeros_d + t) < t_stop  # (BD,)
-        ok_n = ((zeros_n + t) < t_stop) & mask_n  # (NP,)
-        row = b64 * L + t
-        uu = tl.load(u_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
-        dd = tl.load(dt_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dd += bias
-        if SOFTPLUS:
-            dd = _softplus(dd)
-        dd = tl.where(ok_d, dd, 0.0)
-        Bt = tl.load(B_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
-        dA = tl.exp2(dd[None, :] * A2)  # (NP, BD)
-        if HAS_SEQ:
-            cur = tl.load(seq_ptr + row + zeros_d, mask=ok_d, other=0)
-            prev = tl.load(seq_ptr + row - 1 + zeros_d, mask=ok_d & (zeros_d + t > 0), other=0)
-            keep = tl.where((cur == prev) | (zeros_d + t == 0) | (~ok_d), 1.0, 0.0)  # (BD,)
-            dA = dA * keep[None, :]
-            alive = alive * keep
-        h = dA * h + Bt[:, None] * (dd * uu)[None, :]
-        if LOCAL:
-            dsum += dd
-        else:
-            Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
-            yy = tl.sum(h * Ct[:, None], axis=0)  # (BD,)
-            if HAS_D:
-                yy += Dv * uu
-            if HAS_Z:
-                zz = tl.load(z_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
-                yy *= zz * tl.sigmoid(zz)
-            _store(y_ptr, row * D_MODEL + offs_d, yy, ok_d)
-    return h, dsum, alive

@@ -23,8 +23,6 @@ NUM_WARPS_BWD = 4
 # forward as a per-step recurrence (one channel per thread, BD_SEQ channels per program) instead of tile scans
 SEQ_FWD = True
 BD_SEQ = 128
-# the per-step forward loads u, dt, z and stores y as (TT, BD) tiles around each tile's steps
-PREFETCH_FWD = True
 # backward as a per-step recurrence (one channel per lane, one warp of BD_BWD_SEQ channels per program), its
 # states recomputed in sub-tiles of SUB steps held in registers
 SEQ_BWD = True
@@ -147,7 +145,6 @@ def _scan_fwd_seq(
         HAS_BIAS=flags["HAS_BIAS"],
         SOFTPLUS=flags["SOFTPLUS"],
         HAS_SEQ=flags["HAS_SEQ"],
-        PREFETCH=PREFETCH_FWD,
         num_warps=warps,
     )
     if nc == 1:
