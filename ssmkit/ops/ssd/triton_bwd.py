@@ -9,8 +9,7 @@ state after the chunk (from triton_state's reverse pass), w_s = exp(cum_last - c
     d cum_t = sum_s W_ts - sum_s W_st + (terms of the entering state and of w),   W_ts = (dy_t . xdt_s) M_ts
 
 Two kernels, one by rows s (dx, dB, d dt) and one by rows t (dC). B and C are shared by the h/g heads of a group:
-the heads are split into HEAD_SPLIT slices, one program per slice loops over its heads and writes its own fp32
-partial of dB / dC, summed afterwards (no atomics: deterministic).
+one program loops over those heads and writes dB / dC once, with no atomics (deterministic).
 """
 
 from __future__ import annotations
@@ -21,8 +20,10 @@ import triton.language as tl
 
 from .triton_state import _chunk_segments, _dot, _dot32, upcast_dots
 
-# programs per (batch, chunk, group) along the heads; each writes a (b, l, g, n) fp32 partial of dB and of dC
-HEAD_SPLIT = 8
+# launch settings of the two kernels (None: Triton's default), settable by benchmarks
+BLOCK_S = 64  # rows s (or t) per program, at most the chunk
+NUM_WARPS = None
+NUM_STAGES = None
 
 
 @triton.jit
@@ -39,7 +40,7 @@ def _xdy(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr, DY32: tl.constexpr):
 def _bwd_dx_db_kernel(
     x_ptr, B_ptr, C_ptr, dy_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, dend_ptr, D_ptr,
     dx_ptr, dB_ptr, ddt_ptr, da_ptr, dD_ptr, wtot_ptr,
-    l, h, p, n, Lp, hg, g, hsplit, sdB_part,
+    l, h, p, n, Lp, hg, g,
     sx_b, sx_l, sx_h, sx_p, sB_b, sB_l, sB_g, sB_n, sC_b, sC_l, sC_g, sC_n, sy_b, sy_l, sy_h, sy_p,
     sdx_b, sdx_l, sdx_h, sdx_p, sdB_b, sdB_l, sdB_g, sdB_n, sD_h, sD_p,
     Q: tl.constexpr, BS: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
@@ -48,11 +49,8 @@ def _bwd_dx_db_kernel(
 ):  # fmt: skip
     pid_bcg, pid_s = tl.program_id(0), tl.program_id(1)
     nc = Lp // Q
-    # program axis 0: (batch, chunk, group, head slice); the slice's hg / hsplit heads share one dB / dC partial
-    hs, pid_bcg = pid_bcg % hsplit, pid_bcg // hsplit
     gi = pid_bcg % g
     bi, ci = (pid_bcg // g) // nc, (pid_bcg // g) % nc
-    heads = hg // hsplit
     n_sblocks = tl.num_programs(1)
     ls = pid_s * BS + tl.arange(0, BS)
     rs = ci * Q + ls
@@ -69,7 +67,7 @@ def _bwd_dx_db_kernel(
         seg_s = tl.load(seg_ptr + bi * Lp + rs)
         seg_last, _ = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
     dB = tl.zeros((BS, BN), dtype=tl.float32)
-    for j in range(hs * heads, (hs + 1) * heads):
+    for j in range(hg):
         hi = gi * hg + j
         row = (bi * h + hi) * Lp
         cum_s = tl.load(cum_ptr + row + rs)
@@ -149,14 +147,14 @@ def _bwd_dx_db_kernel(
         tl.store(dx_ptr + dx_at, dx.to(dx_ptr.dtype.element_ty), mask=sp_mask)
         tl.store(ddt_ptr + row + rs, tl.sum(xs * dxdt, axis=1))
         tl.store(da_ptr + row + rs, da)
-    dB_at = hs * sdB_part + bi * sdB_b + rs[:, None] * sdB_l + gi * sdB_g + rn[None, :] * sdB_n
+    dB_at = bi * sdB_b + rs[:, None] * sdB_l + gi * sdB_g + rn[None, :] * sdB_n
     tl.store(dB_ptr + dB_at, dB.to(dB_ptr.dtype.element_ty), mask=smask[:, None] & nmask[None, :])
 
 
 @triton.jit
 def _bwd_dc_kernel(
     x_ptr, B_ptr, C_ptr, dy_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, enter_ptr, dC_ptr, dcum_ptr, da_ptr, T_ptr,
-    l, h, p, n, Lp, hg, g, hsplit, sdC_part,
+    l, h, p, n, Lp, hg, g,
     sx_b, sx_l, sx_h, sx_p, sB_b, sB_l, sB_g, sB_n, sC_b, sC_l, sC_g, sC_n, sy_b, sy_l, sy_h, sy_p,
     sdC_b, sdC_l, sdC_g, sdC_n,
     Q: tl.constexpr, BT: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
@@ -165,11 +163,8 @@ def _bwd_dc_kernel(
 ):  # fmt: skip
     pid_bcg, pid_t = tl.program_id(0), tl.program_id(1)
     nc = Lp // Q
-    # program axis 0: (batch, chunk, group, head slice); the slice's hg / hsplit heads share one dB / dC partial
-    hs, pid_bcg = pid_bcg % hsplit, pid_bcg // hsplit
     gi = pid_bcg % g
     bi, ci = (pid_bcg // g) // nc, (pid_bcg // g) % nc
-    heads = hg // hsplit
     n_tblocks = tl.num_programs(1)
     lt = pid_t * BT + tl.arange(0, BT)
     rt = ci * Q + lt
@@ -185,7 +180,7 @@ def _bwd_dc_kernel(
         seg_t = tl.load(seg_ptr + bi * Lp + rt)
         _, seg_before = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
     dC = tl.zeros((BT, BN), dtype=tl.float32)
-    for j in range(hs * heads, (hs + 1) * heads):
+    for j in range(hg):
         hi = gi * hg + j
         row = (bi * h + hi) * Lp
         cum_t = tl.load(cum_ptr + row + rt)
@@ -241,7 +236,7 @@ def _bwd_dc_kernel(
         tl.store(dcum_ptr + row + rt, tl.sum(dC_in * Ct.to(tl.float32), axis=1))
         da = tl.load(da_ptr + row + rt) + tl.cumsum(rows, axis=0, reverse=True)
         tl.store(da_ptr + row + rt, da)
-    dC_at = hs * sdC_part + bi * sdC_b + rt[:, None] * sdC_l + gi * sdC_g + rn[None, :] * sdC_n
+    dC_at = bi * sdC_b + rt[:, None] * sdC_l + gi * sdC_g + rn[None, :] * sdC_n
     tl.store(dC_ptr + dC_at, dC.to(dC_ptr.dtype.element_ty), mask=tmask[:, None] & nmask[None, :])
 
 
@@ -256,18 +251,12 @@ def chunk_bwd(x, B, C, dy, dtp, cum, cum_lo, segp, enter, dend, D, Q, prec):
     g, n = B.shape[-2:]
     Lp = dtp.shape[-1]
     nc = Lp // Q
-    BS = min(64, Q)
+    BS = min(BLOCK_S, Q)
     nb = Q // BS
     BP, BN = max(16, triton.next_power_of_2(p)), max(16, triton.next_power_of_2(n))
-    hg = h // g
-    hsplit = max(d for d in range(1, min(HEAD_SPLIT, hg) + 1) if hg % d == 0)
     dx = torch.empty_like(x, memory_format=torch.contiguous_format)
-    if hsplit == 1:
-        dB = torch.empty_like(B, memory_format=torch.contiguous_format)
-        dC = torch.empty_like(C, memory_format=torch.contiguous_format)
-    else:
-        dB = torch.empty(hsplit, *B.shape, device=B.device, dtype=torch.float32)
-        dC = torch.empty(hsplit, *C.shape, device=C.device, dtype=torch.float32)
+    dB = torch.empty_like(B, memory_format=torch.contiguous_format)
+    dC = torch.empty_like(C, memory_format=torch.contiguous_format)
     ddt, da, dcum = torch.empty_like(dtp), torch.empty_like(dtp), torch.empty_like(dtp)
     wtot = torch.empty(b, h, nc, nb, device=x.device, dtype=torch.float32)
     T = torch.zeros(b, h, nc, nb, nb, device=x.device, dtype=torch.float32)  # [tau, sigma], sigma < tau written
@@ -276,25 +265,24 @@ def chunk_bwd(x, B, C, dy, dtp, cum, cum_lo, segp, enter, dend, D, Q, prec):
         Dp, sD = x, (0, 0)
     else:
         Dp, sD = D, ((D.stride(0), 0) if D.dim() == 1 else tuple(D.stride()))
-    grid = (b * nc * g * hsplit, nb)
-    part = 0 if hsplit == 1 else dB.stride(0)
-    dB_, dC_ = (dB, dC) if hsplit == 1 else (dB[0], dC[0])
+    grid = (b * nc * g, nb)
+    launch = {k: v for k, v in (("num_warps", NUM_WARPS), ("num_stages", NUM_STAGES)) if v is not None}
     cum_lo_ = cum_lo if cum_lo is not None else cum
     seg_ = segp if segp is not None else cum
     upcast = upcast_dots(x.dtype)
     _bwd_dx_db_kernel[grid](
         x, B, C, dy, dtp, cum, cum_lo_, seg_, dend, Dp, dx, dB, ddt, da, dD if dD is not None else da, wtot,
-        l, h, p, n, Lp, hg, g, hsplit, part,
-        *x.stride(), *B.stride(), *C.stride(), *dy.stride(), *dx.stride(), *dB_.stride(), *sD,
+        l, h, p, n, Lp, h // g, g,
+        *x.stride(), *B.stride(), *C.stride(), *dy.stride(), *dx.stride(), *dB.stride(), *sD,
         Q=Q, BS=BS, BP=BP, BN=BN, HAS_D=D is not None, HAS_SEG=segp is not None, CUM_LO=cum_lo is not None,
-        PREC=prec, UPCAST=upcast, DY32=dy.dtype != x.dtype,
+        PREC=prec, UPCAST=upcast, DY32=dy.dtype != x.dtype, **launch,
     )  # fmt: skip
     _bwd_dc_kernel[grid](
         x, B, C, dy, dtp, cum, cum_lo_, seg_, enter, dC, dcum, da, T,
-        l, h, p, n, Lp, hg, g, hsplit, part,
-        *x.stride(), *B.stride(), *C.stride(), *dy.stride(), *dC_.stride(),
+        l, h, p, n, Lp, h // g, g,
+        *x.stride(), *B.stride(), *C.stride(), *dy.stride(), *dC.stride(),
         Q=Q, BT=BS, BP=BP, BN=BN, HAS_SEG=segp is not None, CUM_LO=cum_lo is not None, PREC=prec, UPCAST=upcast,
-        DY32=dy.dtype != x.dtype,
+        DY32=dy.dtype != x.dtype, **launch,
     )  # fmt: skip
     if nb > 1:
         # whole tiles and whole blocks of w around block beta: T[tau, sigma] for sigma < beta < tau, w of sigma < beta
@@ -303,7 +291,5 @@ def chunk_bwd(x, B, C, dy, dtp, cum, cum_lo, segp, enter, dend, D, Q, prec):
         extra = torch.einsum("bhcts,uts->bhcu", T, around.float())
         extra += torch.cumsum(wtot, dim=-1) - wtot
         da.view(b, h, nc, nb, BS).add_(extra[..., None])
-    if hsplit > 1:
-        dB, dC = dB.sum(0).to(B.dtype), dC.sum(0).to(C.dtype)
     dD = dD.sum(0)[:, :p] if dD is not None else None
     return dx, dB, dC, ddt, da, dcum, dD
