@@ -108,6 +108,12 @@ def _chunk_scan_fwd_kernel(
     tl.store(out_ptr + out_at, acc.to(out_ptr.dtype.element_ty), mask=omask)
 
 
+# rows t per program (at most the chunk) and launch settings (None: Triton's default), settable by benchmarks
+BLOCK_M = 64
+NUM_WARPS = None
+NUM_STAGES = None
+
+
 def chunk_scan_fwd(x, z, B, C, dtp, cum, cum_lo, segp, enter, D, Q, prec, store_ypre):
     """-> out (b, l, h, p) in x's dtype, and y before the gate (same layout, fp32) when store_ypre, else None."""
     b, l, h, p = x.shape
@@ -116,7 +122,7 @@ def chunk_scan_fwd(x, z, B, C, dtp, cum, cum_lo, segp, enter, D, Q, prec, store_
     nc = Lp // Q
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     ypre = torch.empty_like(out, dtype=torch.float32) if store_ypre else None  # d z needs y unrounded
-    BM = min(64, Q)
+    BM = min(BLOCK_M, Q)
     BP = max(16, min(64, triton.next_power_of_2(p)))
     BN = max(16, triton.next_power_of_2(n))
     zz = z if z is not None else x
@@ -133,5 +139,6 @@ def chunk_scan_fwd(x, z, B, C, dtp, cum, cum_lo, segp, enter, D, Q, prec, store_
         Q=Q, BM=BM, BP=BP, BN=BN, HAS_Z=z is not None, HAS_D=D is not None, STORE_YPRE=store_ypre,
         HAS_SEG=segp is not None, CUM_LO=cum_lo is not None, PREC=prec,
         UPCAST=upcast_dots(x.dtype),
+        **{k: v for k, v in (("num_warps", NUM_WARPS), ("num_stages", NUM_STAGES)) if v is not None},
     )  # fmt: skip
     return out, ypre
