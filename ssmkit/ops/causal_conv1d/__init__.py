@@ -10,14 +10,20 @@
     first sequence of each row, and final_state keeps only the last sequence's inputs (zeros before its start),
     so decoding can continue that sequence.
 
-    y_t, state = causal_conv1d_update(x_t, conv_state, weight, bias=None, activation=None)
+    y_t, state = causal_conv1d_update(x_t, conv_state, weight, bias=None, activation=None, backend="auto")
     x_t: (b, d)   conv_state: (b, d, w-1) -> y_t: (b, d), new state (b, d, w-1) in conv_state's dtype
 
-Both paths compute in fp32 (fp64 when x is fp64) and return x's dtype; weight, bias and the state may have any
-floating dtype.
+Every path computes in fp32 (fp64 when x is fp64) and returns x's dtype; weight, bias and the state may have any
+floating dtype. backend: "reference", "torch" (the update's torch path is the reference), "triton" (CUDA tensors;
+float16/bfloat16/float32 x, widths w <= 8), or "auto": triton on CUDA tensors, else torch. When "auto" meets a
+call the kernels cannot take (float64, w > 8) it runs the torch path and warns.
 """
 
 from __future__ import annotations
+
+import functools
+import warnings
+from importlib.util import find_spec
 
 import torch
 
@@ -27,8 +33,35 @@ from .fast import causal_conv1d_torch
 from .reference import causal_conv1d_ref, causal_conv1d_update_ref
 
 register_op("causal_conv1d", "reference", "torch")
+register_op("causal_conv1d_update", "reference", "torch")
+if find_spec("triton") is not None:
+    # the kernels import on first use: Triton reads TRITON_INTERPRET when it is imported
+    register_op("causal_conv1d", "triton")
+    register_op("causal_conv1d_update", "triton")
 
 ACTIVATIONS = (None, "silu")
+
+
+@functools.cache
+def _warn_fallback(op: str, reason: str) -> None:
+    warnings.warn(f"{op}: the Triton kernels cannot take this call ({reason}); running the torch path", stacklevel=4)
+
+
+def _choose(op: str, backend: str, x: torch.Tensor, w: int) -> str:
+    """The backend that runs: resolve_backend's choice, except that the Triton kernels refuse float64 and w > 8
+    (an error when asked for by name, a warning and the torch path under "auto")."""
+    chosen = resolve_backend(op, backend, x.device)
+    if chosen != "triton":
+        return chosen
+    from .triton_conv import unsupported_reason
+
+    reason = unsupported_reason(x.dtype, w)
+    if reason is None:
+        return "triton" if x.numel() else "torch"  # nothing to launch for an empty batch or zero channels
+    if backend == "triton":
+        raise ValueError(f"backend='triton' for {op}: {reason}")
+    _warn_fallback(op, reason)
+    return "torch"
 
 
 def _check_common(weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None, d: int) -> int:
@@ -67,8 +100,11 @@ def causal_conv1d(
         check_float("initial_state", initial_state)
     check_seq_idx(seq_idx, b, l)
     same_device(x=x, weight=weight, bias=bias, initial_state=initial_state, seq_idx=seq_idx)
-    chosen = resolve_backend("causal_conv1d", backend, x.device)
-    fn = causal_conv1d_ref if chosen == "reference" else causal_conv1d_torch
+    chosen = _choose("causal_conv1d", backend, x, w)
+    if chosen == "triton":
+        from .triton_conv import causal_conv1d_triton as fn
+    else:
+        fn = causal_conv1d_ref if chosen == "reference" else causal_conv1d_torch
     return fn(x, weight, bias, activation, initial_state, return_final_state, seq_idx)
 
 
@@ -78,6 +114,7 @@ def causal_conv1d_update(
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
     activation: str | None = None,
+    backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoding step: returns (y_t (b, d), new conv_state (b, d, w-1)); conv_state is not modified."""
     check_tensor("x_t", x_t)
@@ -89,6 +126,11 @@ def causal_conv1d_update(
     check_shape("conv_state", conv_state, (b, d, w - 1), "(b, d, w-1)")
     check_float("conv_state", conv_state)
     same_device(x_t=x_t, conv_state=conv_state, weight=weight, bias=bias)
+    if _choose("causal_conv1d_update", backend, x_t, w) == "triton":
+        from .triton_update import causal_conv1d_update_triton
+
+        return causal_conv1d_update_triton(x_t, conv_state, weight, bias, activation)
+    # one token has nothing to parallelize: the torch path is the reference's arithmetic
     return causal_conv1d_update_ref(x_t, conv_state, weight, bias, activation)
 
 
