@@ -253,8 +253,10 @@ def _fwd_seq_kernel(
         h = tl.load(h0_ptr + (b64 * n_chunks + pid_c) * D_MODEL * N + offs_nd, mask=mask_nd, other=0.0)
     else:
         h = tl.zeros((NP, BD), dtype=tl.float32)
+    Dv = tl.zeros((BD,), dtype=tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d).to(tl.float32)
+    bias = tl.zeros((BD,), dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d).to(tl.float32)
     dsum = tl.zeros((BD,), dtype=tl.float32)
@@ -262,42 +264,36 @@ def _fwd_seq_kernel(
     t_start = pid_c * chunk_len
     t_stop = tl.minimum(t_start + chunk_len, L)
     zeros_d = tl.zeros((BD,), dtype=tl.int32)
-    zeros_n = tl.zeros((NP,), dtype=tl.int32)
+    # step t's inputs are loaded one step ahead, before step t-1's output is stored: a store to y may alias the
+    # inputs as far as the compiler knows, so it would not issue later loads early by itself
+    uu_n, dd_n, Bt_n, Ct_n, zz_n, keep_n = _seq_step_inputs(
+        u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t_start, t_stop, L, offs_d, offs_n, mask_n, grp,
+        zeros_d, D_MODEL, G, N, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, LOCAL,
+    )  # fmt: skip
     for t0 in range(t_start, t_stop, TT):
         if WRITE_CKPT:
             tl.store(ckpt_ptr + (b64 * n_tiles + t0 // TT) * D_MODEL * N + offs_nd, h, mask=mask_nd)
         for j in tl.static_range(TT):
             t = t0 + j
-            ok_d = (zeros_d + t) < t_stop  # (BD,)
-            ok_n = ((zeros_n + t) < t_stop) & mask_n  # (NP,)
-            row = b64 * L + t
-            uu = tl.load(u_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
-            dd = tl.load(dt_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                dd += bias
-            if SOFTPLUS:
-                dd = _softplus(dd)
-            dd = tl.where(ok_d, dd, 0.0)
-            Bt = tl.load(B_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
+            uu, dd, Bt, Ct, zz, keep = uu_n, dd_n, Bt_n, Ct_n, zz_n, keep_n
+            uu_n, dd_n, Bt_n, Ct_n, zz_n, keep_n = _seq_step_inputs(
+                u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t + 1, t_stop, L, offs_d, offs_n, mask_n,
+                grp, zeros_d, D_MODEL, G, N, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, LOCAL,
+            )  # fmt: skip
             dA = tl.exp2(dd[None, :] * A2)  # (NP, BD)
             if HAS_SEQ:
-                cur = tl.load(seq_ptr + row + zeros_d, mask=ok_d, other=0)
-                prev = tl.load(seq_ptr + row - 1 + zeros_d, mask=ok_d & (zeros_d + t > 0), other=0)
-                keep = tl.where((cur == prev) | (zeros_d + t == 0) | (~ok_d), 1.0, 0.0)  # (BD,)
                 dA = dA * keep[None, :]
                 alive = alive * keep
             h = dA * h + Bt[:, None] * (dd * uu)[None, :]
             if LOCAL:
                 dsum += dd
             else:
-                Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
                 yy = tl.sum(h * Ct[:, None], axis=0)  # (BD,)
                 if HAS_D:
                     yy += Dv * uu
                 if HAS_Z:
-                    zz = tl.load(z_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
                     yy *= zz * tl.sigmoid(zz)
-                _store(y_ptr, row * D_MODEL + offs_d, yy, ok_d)
+                _store(y_ptr, (b64 * L + t) * D_MODEL + offs_d, yy, (zeros_d + t) < t_stop)
     if LOCAL:
         out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_nd
         tl.store(S_ptr + out, h, mask=mask_nd)
@@ -305,3 +301,38 @@ def _fwd_seq_kernel(
     else:
         if pid_c == n_chunks - 1:
             tl.store(final_ptr + b64 * D_MODEL * N + offs_nd, h, mask=mask_nd)
+
+
+@triton.jit
+def _seq_step_inputs(
+    u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t, t_stop, L, offs_d, offs_n, mask_n, grp, zeros_d,
+    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, LOCAL: tl.constexpr,
+):  # fmt: skip
+    """Step t's u, Delta, B, C, z (BD,) / (NP,) in fp32 and keep (1.0, or 0.0 where seq_idx changes at t > 0).
+
+    Past t_stop everything is 0 and keep is 1, so the step leaves the state unchanged.
+    """
+    ok_d = (zeros_d + t) < t_stop  # (BD,)
+    ok_n = (offs_n * 0 + t < t_stop) & mask_n  # (NP,)
+    row = b64 * L + t
+    uu = tl.load(u_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+    dd = tl.load(dt_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        dd += bias
+    if SOFTPLUS:
+        dd = _softplus(dd)
+    dd = tl.where(ok_d, dd, 0.0)
+    Bt = tl.load(B_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
+    Ct = tl.zeros_like(Bt)
+    zz = tl.zeros_like(uu)
+    if not LOCAL:
+        Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
+        if HAS_Z:
+            zz = tl.load(z_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+    keep = tl.zeros_like(uu) + 1.0
+    if HAS_SEQ:
+        cur = tl.load(seq_ptr + row + zeros_d, mask=ok_d, other=0)
+        prev = tl.load(seq_ptr + row - 1 + zeros_d, mask=ok_d & (zeros_d + t > 0), other=0)
+        keep = tl.where((cur == prev) | (zeros_d + t == 0) | (~ok_d), 1.0, 0.0)  # (BD,)
+    return uu, dd, Bt, Ct, zz, keep
