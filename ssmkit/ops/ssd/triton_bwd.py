@@ -47,7 +47,7 @@ def _bwd_dx_db_kernel(
     HAS_D: tl.constexpr, HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
     DY32: tl.constexpr,
 ):  # fmt: skip
-    pid_bcg, pid_s = tl.program_id(0), tl.program_id(1)
+    pid_bcg, pid_s = tl.program_id(0).to(tl.int64), tl.program_id(1)
     nc = Lp // Q
     gi = pid_bcg % g
     bi, ci = (pid_bcg // g) // nc, (pid_bcg // g) % nc
@@ -161,7 +161,7 @@ def _bwd_dc_kernel(
     HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
     DY32: tl.constexpr,
 ):  # fmt: skip
-    pid_bcg, pid_t = tl.program_id(0), tl.program_id(1)
+    pid_bcg, pid_t = tl.program_id(0).to(tl.int64), tl.program_id(1)
     nc = Lp // Q
     gi = pid_bcg % g
     bi, ci = (pid_bcg // g) // nc, (pid_bcg // g) % nc

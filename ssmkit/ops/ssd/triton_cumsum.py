@@ -40,7 +40,7 @@ def _dt_cumsum_fwd_kernel(
     Q: tl.constexpr, BLOCK_H: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_LIMIT: tl.constexpr, PRECISE: tl.constexpr,
 ):  # fmt: skip
-    pid_bc, pid_h = tl.program_id(0), tl.program_id(1)
+    pid_bc, pid_h = tl.program_id(0).to(tl.int64), tl.program_id(1)
     nc = Lp // Q
     bi, ci = pid_bc // nc, pid_bc % nc
     t = ci * Q + tl.arange(0, Q)
@@ -72,7 +72,7 @@ def _dt_cumsum_bwd_kernel(
     Q: tl.constexpr, BLOCK_H: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_LIMIT: tl.constexpr,
 ):  # fmt: skip
-    pid_bc, pid_h = tl.program_id(0), tl.program_id(1)
+    pid_bc, pid_h = tl.program_id(0).to(tl.int64), tl.program_id(1)
     nc = Lp // Q
     bi, ci = pid_bc // nc, pid_bc % nc
     t = ci * Q + tl.arange(0, Q)

@@ -29,7 +29,7 @@ def _chunk_scan_fwd_kernel(
     HAS_Z: tl.constexpr, HAS_D: tl.constexpr, STORE_YPRE: tl.constexpr, HAS_SEG: tl.constexpr,
     CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
-    pid_bch, pid_m, pid_p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    pid_bch, pid_m, pid_p = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     nc = Lp // Q
     hi = pid_bch % h
     bi, ci = (pid_bch // h) // nc, (pid_bch // h) % nc

@@ -60,7 +60,7 @@ def _state_fwd_kernel(
     Q: tl.constexpr, BK: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
     HAS_INIT: tl.constexpr, HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
-    pid_bh, pid_p, pid_n = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    pid_bh, pid_p, pid_n = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     bi, hi = pid_bh // h, pid_bh % h
     gi = hi // hg
     rp = pid_p * BP + tl.arange(0, BP)
@@ -119,7 +119,7 @@ def _state_bwd_kernel(
     Q: tl.constexpr, BK: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
     HAS_DFINAL: tl.constexpr, HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
-    pid_bh, pid_p, pid_n = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    pid_bh, pid_p, pid_n = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     bi, hi = pid_bh // h, pid_bh % h
     gi = hi // hg
     rp = pid_p * BP + tl.arange(0, BP)
