@@ -1,47 +1,30 @@
 """Triton causal conv1d (and its decoding step) against the reference by the tolerance rule: outputs, final states
 and every gradient.
 
-Without a GPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1) with tiny tiles, so short sequences
-still cross tile boundaries; with one, the same tests run compiled and the `cuda` tests add the W4 size.
+Without a GPU the kernels run in Triton's interpreter with tiny tiles, so short sequences still cross tile
+boundaries (tests/conftest.py sets TRITON_INTERPRET=1 for the session before triton is imported); with one, the same
+tests run compiled and the `cuda` tests add the W4 size.
 """
 
-import os
 import sys
 
 import pytest
 import torch
 
+pytest.importorskip("triton")
+
+from ssmkit.ops import _backend
+from ssmkit.ops.causal_conv1d import causal_conv1d, causal_conv1d_update
+from tests.rules import assert_by_rule
+
 HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
-# Triton builds its own tl.* helpers when it is imported, for the interpreter only if TRITON_INTERPRET=1 then:
-# without a GPU the variable is set for that import (at collection), and again, by the fixture below, only while
-# each test here runs, so other test modules see the environment they started with whatever the order.
-_OUTSIDE = os.environ.get("TRITON_INTERPRET")
-if not HAS_CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
-try:
-    triton = pytest.importorskip("triton")
-finally:
-    if _OUTSIDE is None:
-        os.environ.pop("TRITON_INTERPRET", None)
-    else:
-        os.environ["TRITON_INTERPRET"] = _OUTSIDE
-INTERPRETABLE = HAS_CUDA or type(triton.language.cumsum).__name__ == "InterpretedFunction"
-
-from ssmkit.ops import _backend  # noqa: E402
-from ssmkit.ops.causal_conv1d import causal_conv1d, causal_conv1d_update  # noqa: E402
-from tests.rules import assert_by_rule  # noqa: E402
-
 NAMES = ("x", "weight", "bias", "initial_state")
 
 
-@pytest.fixture(autouse=True)
-def _interpreter(monkeypatch):
-    """TRITON_INTERPRET=1 on CPU for this test only (the kernel modules are imported, interpreted, on first use)."""
-    if not HAS_CUDA:
-        if not INTERPRETABLE:
-            pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set (run this file on its own)")
-        monkeypatch.setenv("TRITON_INTERPRET", "1")
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_triton_status():
+    """Triton's status as the session's environment gives it, whatever an earlier module cached."""
     _backend.triton_status.cache_clear()
     yield
     _backend.triton_status.cache_clear()
@@ -228,7 +211,7 @@ def test_no_grad_and_non_contiguous_inputs(kernels):
 
 
 @pytest.mark.triton_interpret
-def test_dispatch_and_clear_errors(monkeypatch, kernels):
+def test_dispatch_and_clear_errors(kernels):
     inputs = {k: v.float() for k, v in make_inputs(1, 5, 4, 4, seed=2).items()}
     assert _backend.resolve_backend("causal_conv1d", "auto", torch.device(DEVICE)) == (
         "triton" if HAS_CUDA else "torch"
@@ -238,17 +221,17 @@ def test_dispatch_and_clear_errors(monkeypatch, kernels):
     wide = dict(inputs, weight=torch.randn(4, 9, device=DEVICE), initial_state=None)
     with pytest.raises(ValueError, match=r"weight: expects a width w <= 8, got w = 9"):
         causal_conv1d(**wide, backend="triton")
-    if not HAS_CUDA:  # CPU tensors outside the interpreter
-        monkeypatch.delenv("TRITON_INTERPRET")
-        _backend.triton_status.cache_clear()
-        for call in (
-            lambda: causal_conv1d(**inputs, backend="triton"),
-            lambda: causal_conv1d_update(
-                inputs["x"][:, 0], inputs["initial_state"], inputs["weight"], backend="triton"
-            ),
-        ):
-            with pytest.raises(ValueError, match=r"backend='triton' for causal_conv1d.* cannot run: no CUDA"):
-                call()
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="CUDA tensors are accepted there")
+def test_cpu_tensors_without_interpreter_raise(without_interpreter):
+    inputs = {k: v.float() for k, v in make_inputs(1, 5, 4, 4, seed=2).items()}
+    for call in (
+        lambda: causal_conv1d(**inputs, backend="triton"),
+        lambda: causal_conv1d_update(inputs["x"][:, 0], inputs["initial_state"], inputs["weight"], backend="triton"),
+    ):
+        with pytest.raises(ValueError, match=r"backend='triton' for causal_conv1d.* cannot run: no CUDA"):
+            call()
 
 
 @pytest.mark.triton_interpret

@@ -1,48 +1,28 @@
 """Triton RMSNorm and grouped gated RMSNorm against the reference by the tolerance rule: outputs and every gradient.
 
-Without a GPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1) at small sizes; with one, the same
-small tests run compiled and the `cuda` tests add Mamba-2's sizes.
+Without a GPU the kernels run in Triton's interpreter at small sizes (tests/conftest.py sets TRITON_INTERPRET=1 for
+the session before triton is imported); with one, the same small tests run compiled and the `cuda` tests add
+Mamba-2's sizes.
 """
-
-import os
 
 import pytest
 import torch
 
+pytest.importorskip("triton")
+
+from ssmkit.ops import _backend
+from ssmkit.ops.norms import gated_rms_norm, rms_norm
+from tests.rules import assert_by_rule
+
 HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
-# Triton builds its own tl.sum & co. when it is imported, for the interpreter only if TRITON_INTERPRET=1 then, and
-# decides interpreted or compiled when a kernel is defined (the kernel modules import on first use). So without a
-# GPU the variable is set for the import of triton (at collection), and again only while these tests run.
-_OUTSIDE = os.environ.get("TRITON_INTERPRET")
-if not HAS_CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
-try:
-    triton = pytest.importorskip("triton")
-finally:
-    if _OUTSIDE is None:
-        os.environ.pop("TRITON_INTERPRET", None)
-    else:
-        os.environ["TRITON_INTERPRET"] = _OUTSIDE
-if not HAS_CUDA and type(triton.language.cumsum).__name__ != "InterpretedFunction":
-    pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set", allow_module_level=True)
-
-from ssmkit.ops import _backend  # noqa: E402
-from ssmkit.ops.norms import gated_rms_norm, rms_norm  # noqa: E402
-from tests.rules import assert_by_rule  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _interpreter():
-    outside = os.environ.get("TRITON_INTERPRET")
-    if not HAS_CUDA:
-        os.environ["TRITON_INTERPRET"] = "1"
+def _fresh_triton_status():
+    """Triton's status as the session's environment gives it, whatever an earlier module cached."""
     _backend.triton_status.cache_clear()
     yield
-    if outside is None:
-        os.environ.pop("TRITON_INTERPRET", None)
-    else:
-        os.environ["TRITON_INTERPRET"] = outside
     _backend.triton_status.cache_clear()
 
 

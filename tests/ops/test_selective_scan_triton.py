@@ -1,39 +1,28 @@
 """Triton selective scan against the reference by the tolerance rule: outputs, final states and every gradient.
 
-Without a GPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1) at small
-sizes; with one, the same small tests run compiled and the `cuda` tests add full sizes.
+Without a GPU the kernels run in Triton's interpreter at small sizes (tests/conftest.py sets TRITON_INTERPRET=1 for
+the session before triton is imported); with one, the same small tests run compiled and the `cuda` tests add full
+sizes.
 """
-
-import os
-import sys
 
 import pytest
 import torch
 
-HAS_CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if HAS_CUDA else "cpu"
-# Triton reads TRITON_INTERPRET when it is imported (its own tl.sum & co. are built then), so without a GPU the
-# variable is set here, at collection, before anything imports triton; the fixture below restores it afterwards.
-_OLD_INTERPRET = os.environ.get("TRITON_INTERPRET")
-if not HAS_CUDA:
-    if "triton" in sys.modules and _OLD_INTERPRET != "1":
-        pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set", allow_module_level=True)
-    os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton")
 
-from ssmkit.ops import _backend  # noqa: E402
-from ssmkit.ops.selective_scan import selective_scan  # noqa: E402
-from tests.rules import assert_by_rule  # noqa: E402
+from ssmkit.ops import _backend
+from ssmkit.ops.selective_scan import selective_scan
+from tests.rules import assert_by_rule
+
+HAS_CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if HAS_CUDA else "cpu"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _interpreter():
+def _fresh_triton_status():
+    """Triton's status as the session's environment gives it, whatever an earlier module cached."""
     _backend.triton_status.cache_clear()
     yield
-    if _OLD_INTERPRET is None:
-        os.environ.pop("TRITON_INTERPRET", None)
-    else:
-        os.environ["TRITON_INTERPRET"] = _OLD_INTERPRET
     _backend.triton_status.cache_clear()
 
 
@@ -150,19 +139,16 @@ def test_auto_and_y_only():
 
 
 @pytest.mark.triton_interpret
-def test_bad_inputs_get_clear_errors(monkeypatch):
+def test_bad_inputs_get_clear_errors():
     inputs = make_inputs(1, 5, 4, 2, 1)
     with pytest.raises(ValueError, match="float64"):
         selective_scan(**{k: v.double() for k, v in inputs.items()}, backend="triton")
-    if not HAS_CUDA:  # CPU tensors outside the interpreter
-        monkeypatch.delenv("TRITON_INTERPRET")
-        _backend.triton_status.cache_clear()
-        try:
-            with pytest.raises(ValueError, match="backend='triton' for selective_scan cannot run: no CUDA"):
-                selective_scan(**inputs, backend="triton")
-        finally:
-            monkeypatch.setenv("TRITON_INTERPRET", "1")
-            _backend.triton_status.cache_clear()
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="CUDA tensors are accepted there")
+def test_cpu_tensors_without_interpreter_raise(without_interpreter):
+    with pytest.raises(ValueError, match="backend='triton' for selective_scan cannot run: no CUDA"):
+        selective_scan(**make_inputs(1, 5, 4, 2, 1), backend="triton")
 
 
 @pytest.mark.cuda

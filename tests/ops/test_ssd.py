@@ -381,7 +381,6 @@ BAD_SSD = [
         "seq_idx and cu_seqlens: expected at most one of them, got both",
     ),
     ({"backend": "bogus"}, ValueError, "backend: expected one of"),
-    ({"backend": "triton"}, ValueError, "backend='triton'"),
 ]
 
 
@@ -390,6 +389,12 @@ def test_bad_input_raises_naming_the_argument(change, error, message):
     args = {**good_args(), **change}
     with pytest.raises(error, match=re.escape(message)):
         ssd(**args)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA tensors are accepted there")
+def test_triton_backend_on_cpu_tensors_raises(without_interpreter):
+    with pytest.raises(ValueError, match=re.escape("backend='triton'")):
+        ssd(**good_args(), backend="triton")
 
 
 def one_row_args() -> dict:

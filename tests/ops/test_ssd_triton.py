@@ -1,40 +1,36 @@
 """SSD's Triton kernels against the reference recurrence, by the one tolerance rule (tests/rules.py).
 
-On this CPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1) at small sizes; the `cuda` tests run the
-compiled kernels at full sizes on the GPU machine. Every comparison covers the output, the final state and the
-gradient of every input. fp32 runs (exact fp32 products) are judged against the fp32 reference; bf16 runs against
-the reference run on the same bf16 inputs, the exact one on fp64 copies of those inputs.
+Without a GPU the kernels run in Triton's interpreter at small sizes (tests/conftest.py sets TRITON_INTERPRET=1 for
+the session before triton is imported); the `cuda` tests run the compiled kernels at full sizes on the GPU machine.
+Every comparison covers the output, the final state and the gradient of every input. fp32 runs (exact fp32 products)
+are judged against the fp32 reference; bf16 runs against the reference run on the same bf16 inputs, the exact one on
+fp64 copies of those inputs.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 
 import pytest
 import torch
 
+pytest.importorskip("triton")
+
+from ssmkit.ops._backend import triton_status
+from ssmkit.ops.ssd import ssd
+from tests.rules import assert_by_rule, grads
+
 CUDA = torch.cuda.is_available()
-# Triton builds its own tl.cumsum & co. when it is imported, for the interpreter only if TRITON_INTERPRET=1 then:
-# without a GPU the variable is set for that import (at collection), and again only while these tests run.
-_OUTSIDE = os.environ.get("TRITON_INTERPRET")
-if not CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
-try:
-    triton = pytest.importorskip("triton")
-finally:
-    if _OUTSIDE is None:
-        os.environ.pop("TRITON_INTERPRET", None)
-    else:
-        os.environ["TRITON_INTERPRET"] = _OUTSIDE
-INTERPRETABLE = type(triton.language.cumsum).__name__ == "InterpretedFunction"
-
-from ssmkit.ops._backend import triton_status  # noqa: E402
-from ssmkit.ops.ssd import ssd  # noqa: E402
-from tests.rules import assert_by_rule, grads  # noqa: E402
-
 NAMES = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_state")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_triton_status():
+    """Triton's status as the session's environment gives it, whatever an earlier module cached."""
+    triton_status.cache_clear()
+    yield
+    triton_status.cache_clear()
 
 
 @dataclass(frozen=True)
@@ -153,10 +149,6 @@ def interpret(monkeypatch):
     """Triton's interpreter on CPU, with every buffer the kernels allocate filled with NaN first."""
     if CUDA:
         pytest.skip("a GPU is present: the cuda tests run the compiled kernels")
-    if not INTERPRETABLE:
-        pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set (run this file on its own)")
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    triton_status.cache_clear()
     empty, empty_like = torch.empty, torch.empty_like
 
     def poisoned(t: torch.Tensor) -> torch.Tensor:
@@ -164,9 +156,7 @@ def interpret(monkeypatch):
 
     monkeypatch.setattr(torch, "empty", lambda *a, **k: poisoned(empty(*a, **k)))
     monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poisoned(empty_like(*a, **k)))
-    yield "cpu"
-    monkeypatch.undo()
-    triton_status.cache_clear()
+    return "cpu"
 
 
 @pytest.mark.triton_interpret
@@ -243,16 +233,13 @@ def test_unsupported_sizes_raise(interpret, change, error, message):
         ssd(**args, backend="triton", **change)
 
 
-def test_cpu_tensors_without_interpreter_raise(monkeypatch):
+def test_cpu_tensors_without_interpreter_raise(without_interpreter):
     if CUDA:
         pytest.skip("with a GPU the CPU-tensor error is the one below")
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    triton_status.cache_clear()
     x = torch.randn(1, 8, 2, 16)
     args = {"x": x, "dt": torch.rand(1, 8, 2), "A": -torch.rand(2), "B": torch.randn(1, 8, 1, 16)}
     with pytest.raises(ValueError, match=re.escape("backend='triton' for ssd cannot run: no CUDA device")):
         ssd(**args, C=args["B"], backend="triton")
-    triton_status.cache_clear()
 
 
 # ---- full sizes on the GPU machine

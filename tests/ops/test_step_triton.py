@@ -1,50 +1,30 @@
 """Triton decode steps (`selective_scan_step`, `ssd_step`) against the reference by the tolerance rule: y and state.
 
 One step is judged against the step in fp64 and in the inputs' own dtype; N steps against the full forward
-(torch backend) on the same inputs. Without a GPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1);
-the `cuda` tests add the benchmark sizes (Mamba-1 d 4096 n 16, Mamba-2 h 64 p 64 n 128).
+(torch backend) on the same inputs. Without a GPU the kernels run in Triton's interpreter (tests/conftest.py sets
+TRITON_INTERPRET=1 for the session before triton is imported); the `cuda` tests add the benchmark sizes
+(Mamba-1 d 4096 n 16, Mamba-2 h 64 p 64 n 128).
 """
-
-import os
 
 import pytest
 import torch
 
+pytest.importorskip("triton")
+
+from ssmkit.ops import _backend
+from ssmkit.ops.selective_scan import selective_scan, selective_scan_step
+from ssmkit.ops.ssd import ssd, ssd_step
+from tests.rules import assert_by_rule
+
 HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
-# Triton builds its own tl.sum & co. when it is imported, for the interpreter only if TRITON_INTERPRET=1 then, and
-# decides interpreted or compiled when a kernel is defined (the kernel modules import on first use). So without a
-# GPU the variable is set for the import of triton (at collection), and again only while these tests run.
-_OUTSIDE = os.environ.get("TRITON_INTERPRET")
-if not HAS_CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
-try:
-    triton = pytest.importorskip("triton")
-finally:
-    if _OUTSIDE is None:
-        os.environ.pop("TRITON_INTERPRET", None)
-    else:
-        os.environ["TRITON_INTERPRET"] = _OUTSIDE
-if not HAS_CUDA and type(triton.language.cumsum).__name__ != "InterpretedFunction":
-    pytest.skip("triton was imported before TRITON_INTERPRET=1 could be set", allow_module_level=True)
-
-from ssmkit.ops import _backend  # noqa: E402
-from ssmkit.ops.selective_scan import selective_scan, selective_scan_step  # noqa: E402
-from ssmkit.ops.ssd import ssd, ssd_step  # noqa: E402
-from tests.rules import assert_by_rule  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _interpreter():
-    outside = os.environ.get("TRITON_INTERPRET")
-    if not HAS_CUDA:
-        os.environ["TRITON_INTERPRET"] = "1"
+def _fresh_triton_status():
+    """Triton's status as the session's environment gives it, whatever an earlier module cached."""
     _backend.triton_status.cache_clear()
     yield
-    if outside is None:
-        os.environ.pop("TRITON_INTERPRET", None)
-    else:
-        os.environ["TRITON_INTERPRET"] = outside
     _backend.triton_status.cache_clear()
 
 
