@@ -84,7 +84,7 @@ def _state_fwd_kernel(
             seg_last, seg_before = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
         st = tl.zeros((BP, BN), dtype=tl.float32)
         for k in range(0, Q, BK):
-            rt = ci * Q + k + tl.arange(0, BK)
+            rt = (ci * Q + k + tl.arange(0, BK)).to(tl.int64)  # rt * stride passes 2^31 at 1M tokens
             log_w = cum_last - tl.load(cum_ptr + row + rt)
             if CUM_LO:
                 log_w += lo_last - tl.load(cumlo_ptr + row + rt)
@@ -148,7 +148,7 @@ def _state_bwd_kernel(
         tl.store(dT_ptr + ((bi * h + hi) * nc + ci) * n_tiles + tile_id, tl.sum(dS * S_in) * decay)
         local = tl.zeros((BP, BN), dtype=tl.float32)
         for k in range(0, Q, BK):
-            rt = ci * Q + k + tl.arange(0, BK)
+            rt = (ci * Q + k + tl.arange(0, BK)).to(tl.int64)  # rt * stride passes 2^31 at 1M tokens
             log_e = tl.load(cum_ptr + row + rt)
             if CUM_LO:
                 log_e += tl.load(cumlo_ptr + row + rt)
