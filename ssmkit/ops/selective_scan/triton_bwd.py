@@ -1,20 +1,21 @@
-"""Selective scan backward in Triton: recomputation from the forward's tile checkpoints, reverse scan of the adjoint.
+"""Selective scan backward in Triton as a per-step recurrence: one channel per lane, its n states in registers.
 
-Adjoint of the state: G_t = dL/dh_t = C_t dys_t + Abar_{t+1} G_{t+1}, with dys = dy * silu(z) (the gradient of the
-pre-gate output). One program owns (batch row, chunk, BD channels) and walks its chunk's tiles backwards. Per tile:
-  - the forward tile scan again from the checkpointed entering state: states h (TT, BD, NP), Abar, x = Delta u B,
-  - Abar shifted one step (Abar_{t+1}, recomputed from Delta at t+1; 1 on the tile's last row, where the carry
-    from the next tile already holds Abar) and the reverse scan of (Abar_{t+1}, C_t dys_t): G,
-  - the gradients, all from G and h with no division: dL/dx_t = G_t, and the decay term
-    G_t * Abar_t * h_{t-1} = G_t * (h_t - x_t).
-The carry passed to the previous tile is dL/dh_{t0-1} = Abar_{t0} G_{t0}; at t = 0 it is the initial state's grad.
+One program (a single warp) owns (batch row, chunk, BD = 32 channels) and walks its chunk backwards. The state's
+adjoint G_t = dL/dh_t = C_t dys_t + Abar_{t+1} G_{t+1} runs in registers, as h does in the forward; the
+states h_t it needs are recomputed from the forward's checkpoints (one entering state per tile of TT steps):
+  1. from the tile's checkpoint, TT - SUB steps forward, each SUB-step sub-tile's entering state written to a
+     small per-program scratch buffer (it stays in L1/L2: registers are the scarce resource here),
+  2. sub-tiles last to first: SUB states recomputed into registers, then SUB steps backwards.
+So a state is never written per step, and each element costs 1.75 + 1 exps (TT = 16, SUB = 4).
 
-Across chunks the carry is found first (as the forward finds H_in): `_bwd_local_kernel` gives each chunk's own
-contribution to dL/dH_in[c], sum_t F_t C_t dys_t with F_t = exp(A sum_{q<=t} Delta_q), and its decay Dec_c; the
-forward's `_chunk_combine_kernel`, run in reverse, gives the adjoint arriving at each chunk's end.
+Per step t (everything per lane except dB, dC, which sum over channels across the warp's lanes):
+  G_t = carry + C_t dys_t,  Abar_t = exp(Delta_t A),  gd = G_t Abar_t h_{t-1}  (= dL/dAbar_t * Abar_t)
+  dA += gd Delta_t,  dDelta_t = u_t (G_t . B_t) + sum_n gd A,  du_t = Delta_t (G_t . B_t) + D dys_t
+  dB_t = sum_d G_t Delta_t u_t,  dC_t = sum_d dys_t h_t,  carry <- Abar_t G_t
+dB, dC are written as per-channel-block partials (b, l, d / BD, n), summed afterwards: deterministic.
 
-dB, dC sum over the channels of a group: each channel block writes its own partial (b, l, d / BD, n) in fp32,
-summed afterwards in torch; dA, dD, dt_bias sum over time: partials per (b, chunk).
+`_bwd_local_seq_kernel` gives, per chunk, its own part of dL/dH_in (the adjoint leaving its start when nothing
+arrives at its end) and its decay, for the cross-chunk combine (`_chunk_combine_kernel`, run in reverse).
 """
 
 from __future__ import annotations
@@ -22,191 +23,152 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_fwd import _affine_combine, _load_keep, _softplus, _store
+from .triton_fwd import _softplus, _store
 
 
 @triton.jit
-def _dys(dy_ptr, z_ptr, offs_td, mask_td, HAS_Z: tl.constexpr):
-    """dy and the gradient of the pre-gate output dy * silu(z), (TT, BD) fp32; with z also sigmoid(z) and z."""
-    dyy = tl.load(dy_ptr + offs_td, mask=mask_td, other=0.0).to(tl.float32)
-    if HAS_Z:
-        zz = tl.load(z_ptr + offs_td, mask=mask_td, other=0.0).to(tl.float32)
-        sz = tl.sigmoid(zz)
-        return dyy, dyy * zz * sz, zz, sz
-    return dyy, dyy, dyy, dyy
-
-
-@triton.jit
-def _bwd_local_kernel(
-    dt_ptr, z_ptr, C_ptr, A_ptr, bias_ptr, seq_ptr, dy_ptr, Lc_ptr, dec_ptr,
-    L, chunk_len, n_chunks,
-    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
-    TT: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr,
+def _step_inputs(
+    u_ptr, dt_ptr, bias, B_ptr, seq_ptr, A2, b64, t, t_stop, L, offs_d, offs_n, mask_n, grp, zeros_d,
+    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_SEQ: tl.constexpr,
 ):  # fmt: skip
-    """Chunk c's own part of dL/dH_in[c] and its decay Dec_c, both (b, nc, d, n) fp32."""
-    pid_d = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    b64 = tl.program_id(2).to(tl.int64)
-    offs_d = pid_d * BD + tl.arange(0, BD)
-    grp = (pid_d * BD) // (D_MODEL // G)
-    offs_n = tl.arange(0, NP)
-    offs_dn = offs_d[:, None] * N + offs_n[None, :]
-    mask_dn = offs_n[None, :] < N
-    A2 = tl.load(A_ptr + offs_dn, mask=mask_dn, other=0.0).to(tl.float32) * 1.4426950408889634
-    F_in = tl.full((BD, NP), 1.0, tl.float32)  # decay from the chunk's start to the tile's start
-    acc = tl.zeros((BD, NP), dtype=tl.float32)
-    t_start = pid_c * chunk_len
-    t_stop = tl.minimum(t_start + chunk_len, L)
-    for t0 in range(t_start, t_stop, TT):
-        offs_t = t0 + tl.arange(0, TT)
-        mask_t = offs_t < t_stop
-        rows = b64 * L + offs_t
-        offs_td = rows[:, None] * D_MODEL + offs_d[None, :]
-        mask_td = mask_t[:, None] & (offs_d[None, :] < D_MODEL)
-        dd = tl.load(dt_ptr + offs_td, mask=mask_td, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dd += tl.load(bias_ptr + offs_d).to(tl.float32)[None, :]
-        if SOFTPLUS:
-            dd = _softplus(dd)
-        dd = tl.where(mask_td, dd, 0.0)
-        F = tl.exp2(tl.cumsum(dd, axis=0)[:, :, None] * A2[None, :, :]) * F_in[None, :, :]  # (TT, BD, NP)
-        if HAS_SEQ:
-            keep = _load_keep(seq_ptr, rows, offs_t, mask_t)
-            alive = tl.where(tl.cumsum(1.0 - keep, axis=0) == 0.0, 1.0, 0.0)  # (TT,)
-            F = F * alive[:, None, None]
-        _dyy, dys, _zz, _sz = _dys(dy_ptr, z_ptr, offs_td, mask_td, HAS_Z)
-        offs_tn = (rows[:, None] * G + grp) * N + offs_n[None, :]
-        Ct = tl.load(C_ptr + offs_tn, mask=mask_t[:, None] & (offs_n[None, :] < N), other=0.0).to(tl.float32)
-        acc += tl.sum(F * dys[:, :, None] * Ct[:, None, :], axis=0)
-        last = tl.arange(0, TT) == TT - 1
-        F_in = tl.sum(tl.where(last[:, None, None], F, 0.0), axis=0)
-    out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_dn
-    tl.store(Lc_ptr + out, acc, mask=mask_dn)
-    tl.store(dec_ptr + out, F_in, mask=mask_dn)
+    """Step t's u, Delta, raw dt (+ bias), B (NP,), Abar (NP, BD) and the in-range masks; zeros where t >= t_stop."""
+    ok_d = (zeros_d + t) < t_stop  # (BD,)
+    ok_n = (offs_n * 0 + t < t_stop) & mask_n  # (NP,)
+    row = b64 * L + t
+    uu = tl.load(u_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+    raw = tl.load(dt_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        raw += bias
+    dd = raw
+    if SOFTPLUS:
+        dd = _softplus(raw)
+    dd = tl.where(ok_d, dd, 0.0)
+    Bt = tl.load(B_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
+    dA = tl.exp2(dd[None, :] * A2)  # (NP, BD)
+    if HAS_SEQ:
+        cur = tl.load(seq_ptr + row + zeros_d, mask=ok_d, other=0)
+        prev = tl.load(seq_ptr + row - 1 + zeros_d, mask=ok_d & (zeros_d + t > 0), other=0)
+        dA = dA * tl.where((cur == prev) | (zeros_d + t == 0) | (~ok_d), 1.0, 0.0)[None, :]
+    return uu, raw, dd, Bt, dA, ok_d, ok_n, row
 
 
 @triton.jit
-def _bwd_kernel(
-    u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, seq_ptr, ckpt_ptr, dy_ptr, carry_ptr,
+def _bwd_seq_kernel(
+    u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, seq_ptr, ckpt_ptr, dy_ptr, carry_ptr, scratch_ptr,
     du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr,
     L, chunk_len, n_chunks, n_tiles,
     D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
-    TT: tl.constexpr, CARRY_MODE: tl.constexpr, HAS_Z: tl.constexpr, HAS_D: tl.constexpr,
+    TT: tl.constexpr, SUB: tl.constexpr, CARRY_MODE: tl.constexpr, HAS_Z: tl.constexpr, HAS_D: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, WRITE_DH0: tl.constexpr,
-    ATOMIC_BC: tl.constexpr,
 ):  # fmt: skip
     """Gradients for one chunk. CARRY_MODE: 0 none, 1 dL/dfinal_state (b, d, n), 2 per chunk (b, nc, d, n).
 
-    dB_ptr, dC_ptr: (b, l, d / BD, n) partials, or with ATOMIC_BC zeroed (b, l, g, n) fp32 sums that every
-    channel block adds into; dA_ptr: (b, nc, d, n); dD_ptr, dbias_ptr: (b, nc, d).
+    ckpt_ptr: (b, n_tiles, d, n) states entering each tile of TT steps; scratch_ptr: (programs, TT / SUB, NP, BD);
+    dB_ptr, dC_ptr: (b, l, d / BD, n) partials; dA_ptr: (b, nc, d, n); dD_ptr, dbias_ptr: (b, nc, d).
     """
     pid_d = tl.program_id(0)
     pid_c = tl.program_id(1)
     b64 = tl.program_id(2).to(tl.int64)
     n_blk = D_MODEL // BD
+    K: tl.constexpr = TT // SUB  # sub-tiles per tile
     offs_d = pid_d * BD + tl.arange(0, BD)
     grp = (pid_d * BD) // (D_MODEL // G)
     offs_n = tl.arange(0, NP)
-    offs_dn = offs_d[:, None] * N + offs_n[None, :]
-    mask_dn = offs_n[None, :] < N
-    A = tl.load(A_ptr + offs_dn, mask=mask_dn, other=0.0).to(tl.float32)
-    A2 = A * 1.4426950408889634
+    mask_n = offs_n < N
+    offs_nd = offs_d[None, :] * N + offs_n[:, None]  # (NP, BD): element (d, n) of a (d, n) state
+    mask_nd = mask_n[:, None]
+    zeros_d = tl.zeros((BD,), dtype=tl.int32)
+    A2 = tl.load(A_ptr + offs_nd, mask=mask_nd, other=0.0).to(tl.float32) * 1.4426950408889634  # A log2(e)
     if CARRY_MODE == 1:
-        carry = tl.load(carry_ptr + b64 * D_MODEL * N + offs_dn, mask=mask_dn, other=0.0).to(tl.float32)
+        carry = tl.load(carry_ptr + b64 * D_MODEL * N + offs_nd, mask=mask_nd, other=0.0).to(tl.float32)
     elif CARRY_MODE == 2:
-        carry = tl.load(carry_ptr + (b64 * n_chunks + pid_c) * D_MODEL * N + offs_dn, mask=mask_dn, other=0.0)
+        carry = tl.load(carry_ptr + (b64 * n_chunks + pid_c) * D_MODEL * N + offs_nd, mask=mask_nd, other=0.0)
     else:
-        carry = tl.zeros((BD, NP), dtype=tl.float32)
+        carry = tl.zeros((NP, BD), dtype=tl.float32)
+    Dv = tl.zeros((BD,), dtype=tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d).to(tl.float32)
+    bias = tl.zeros((BD,), dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d).to(tl.float32)
-    dA_acc = tl.zeros((BD, NP), dtype=tl.float32)
+    dA_acc = tl.zeros((NP, BD), dtype=tl.float32)
     dD_acc = tl.zeros((BD,), dtype=tl.float32)
     dbias_acc = tl.zeros((BD,), dtype=tl.float32)
+    # this program's scratch: K sub-tile entering states, each (NP, BD) laid out as its lanes read it back
+    prog = (b64 * n_chunks + pid_c) * n_blk + pid_d
+    offs_scr = prog * (K * NP * BD) + offs_n[:, None] * BD + tl.arange(0, BD)[None, :]  # (NP, BD)
+    sidx = tl.arange(0, SUB)[:, None, None]  # (SUB, 1, 1): which register slot holds which step's state
     t_start = pid_c * chunk_len
     t_stop = tl.minimum(t_start + chunk_len, L)
     n_t = tl.cdiv(t_stop - t_start, TT)
-    p = tl.arange(0, TT)
     for i in range(0, n_t):
         t0 = t_start + (n_t - 1 - i) * TT
-        offs_t = t0 + p
-        mask_t = offs_t < t_stop
-        rows = b64 * L + offs_t
-        offs_td = rows[:, None] * D_MODEL + offs_d[None, :]
-        mask_td = mask_t[:, None] & (offs_d[None, :] < D_MODEL)
-        offs_tn = (rows[:, None] * G + grp) * N + offs_n[None, :]
-        mask_tn = mask_t[:, None] & (offs_n[None, :] < N)
-        # forward tile again, from the checkpoint
-        h_in = tl.load(ckpt_ptr + (b64 * n_tiles + t0 // TT) * D_MODEL * N + offs_dn, mask=mask_dn, other=0.0)
-        uu = tl.load(u_ptr + offs_td, mask=mask_td, other=0.0).to(tl.float32)
-        raw = tl.load(dt_ptr + offs_td, mask=mask_td, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            raw += bias[None, :]
-        dd = raw
-        if SOFTPLUS:
-            dd = _softplus(raw)
-        dd = tl.where(mask_td, dd, 0.0)
-        Bt = tl.load(B_ptr + offs_tn, mask=mask_tn, other=0.0).to(tl.float32)
-        Ct = tl.load(C_ptr + offs_tn, mask=mask_tn, other=0.0).to(tl.float32)
-        dA = tl.exp2(dd[:, :, None] * A2[None, :, :])  # (TT, BD, NP)
-        if HAS_SEQ:
-            dA = dA * _load_keep(seq_ptr, rows, offs_t, mask_t)[:, None, None]
-        x = (dd * uu)[:, :, None] * Bt[:, None, :]
-        a_cum, x_cum = tl.associative_scan((dA, x), 0, _affine_combine)
-        hs = a_cum * h_in[None, :, :] + x_cum  # (TT, BD, NP)
-        # gate
-        dyy, dys, zz, sz = _dys(dy_ptr, z_ptr, offs_td, mask_td, HAS_Z)
-        if HAS_Z:
-            ypre = tl.sum(hs * Ct[:, None, :], axis=2)
-            if HAS_D:
-                ypre += Dv[None, :] * uu
-            dz = dyy * ypre * sz * (1.0 + zz * (1.0 - sz))
-            _store(dz_ptr, offs_td, dz, mask_td)
-        # Abar_{t+1}: 1 on the last row (the carry holds it) and past the chunk's end
-        mask_1 = (p < TT - 1) & (offs_t + 1 < t_stop)
-        mask_1d = mask_1[:, None] & (offs_d[None, :] < D_MODEL)
-        dd1 = tl.load(dt_ptr + offs_td + D_MODEL, mask=mask_1d, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dd1 += bias[None, :]
-        if SOFTPLUS:
-            dd1 = _softplus(dd1)
-        dd1 = tl.where(mask_1d, dd1, 0.0)
-        dA1 = tl.exp2(dd1[:, :, None] * A2[None, :, :])
-        if HAS_SEQ:
-            dA1 = dA1 * _load_keep(seq_ptr, rows + 1, offs_t + 1, mask_1)[:, None, None]
-        s = dys[:, :, None] * Ct[:, None, :]
-        c_cum, R = tl.associative_scan((dA1, s), 0, _affine_combine, reverse=True)
-        Gs = R + c_cum * carry[None, :, :]  # (TT, BD, NP): dL/dh_t
-        # gradients
-        dtu = dd * uu
-        dC_t = tl.sum(dys[:, :, None] * hs, axis=1)  # (TT, NP)
-        dB_t = tl.sum(Gs * dtu[:, :, None], axis=1)
-        if ATOMIC_BC:
-            tl.atomic_add(dC_ptr + offs_tn, dC_t, mask=mask_tn, sem="relaxed")
-            tl.atomic_add(dB_ptr + offs_tn, dB_t, mask=mask_tn, sem="relaxed")
-        else:
-            part = (rows[:, None] * n_blk + pid_d) * N + offs_n[None, :]  # (TT, NP) into (b, l, d / BD, n)
-            tl.store(dC_ptr + part, dC_t, mask=mask_tn)
-            tl.store(dB_ptr + part, dB_t, mask=mask_tn)
-        gd = Gs * (hs - x)  # dL/d(Abar_t) * Abar_t
-        dA_acc += tl.sum(gd * dd[:, :, None], axis=0)
-        GB = tl.sum(Gs * Bt[:, None, :], axis=2)  # (TT, BD)
-        ddelta = uu * GB + tl.sum(gd * A[None, :, :], axis=2)
-        du = dd * GB
-        if HAS_D:
-            du += dys * Dv[None, :]
-            dD_acc += tl.sum(dys * uu, axis=0)
-        ddt = ddelta
-        if SOFTPLUS:
-            ddt = ddelta * tl.sigmoid(raw)
-        ddt = tl.where(mask_td, ddt, 0.0)
-        dbias_acc += tl.sum(ddt, axis=0)
-        _store(du_ptr, offs_td, du, mask_td)
-        _store(ddt_ptr, offs_td, ddt, mask_td)
-        carry = tl.sum(tl.where((p == 0)[:, None, None], dA * Gs, 0.0), axis=0)
-    out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_dn
-    tl.store(dA_ptr + out, dA_acc, mask=mask_dn)
+        h = tl.load(ckpt_ptr + (b64 * n_tiles + t0 // TT) * D_MODEL * N + offs_nd, mask=mask_nd, other=0.0)
+        # 1. entering states of the sub-tiles (loops left rolled where no register slot is indexed: small code)
+        for k in range(0, K):
+            tl.store(scratch_ptr + offs_scr + k * NP * BD, h)
+            if k < K - 1:
+                for j in range(0, SUB):
+                    uu, _raw, dd, Bt, dA, _ok_d, _ok_n, _row = _step_inputs(
+                        u_ptr, dt_ptr, bias, B_ptr, seq_ptr, A2, b64, t0 + k * SUB + j, t_stop, L, offs_d,
+                        offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, HAS_BIAS, SOFTPLUS, HAS_SEQ,
+                    )  # fmt: skip
+                    h = dA * h + Bt[:, None] * (dd * uu)[None, :]
+        # 2. sub-tiles last to first
+        for kk in range(0, K):
+            ts = t0 + (K - 1 - kk) * SUB
+            slot = offs_scr + (K - 1 - kk) * NP * BD
+            h = tl.load(scratch_ptr + slot)
+            hs = tl.zeros((SUB, NP, BD), dtype=tl.float32)
+            for j in tl.static_range(SUB):
+                uu, _raw, dd, Bt, dA, _ok_d, _ok_n, _row = _step_inputs(
+                    u_ptr, dt_ptr, bias, B_ptr, seq_ptr, A2, b64, ts + j, t_stop, L, offs_d,
+                    offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, HAS_BIAS, SOFTPLUS, HAS_SEQ,
+                )  # fmt: skip
+                h = dA * h + Bt[:, None] * (dd * uu)[None, :]
+                hs = tl.where(sidx == j, h[None, :, :], hs)  # static slot: a register move
+            for jj in tl.static_range(SUB):
+                j = SUB - 1 - jj
+                t = ts + j
+                uu, raw, dd, Bt, dA, ok_d, ok_n, row = _step_inputs(
+                    u_ptr, dt_ptr, bias, B_ptr, seq_ptr, A2, b64, t, t_stop, L, offs_d,
+                    offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, HAS_BIAS, SOFTPLUS, HAS_SEQ,
+                )  # fmt: skip
+                h_t = tl.sum(tl.where(sidx == j, hs, -0.0), axis=0)  # x + (-0.0) == x: exact, folds away
+                if j == 0:  # noqa: SIM108 (a static branch on constexpr j)
+                    h_prev = tl.load(scratch_ptr + slot)  # the sub-tile's entering state, from L1
+                else:
+                    h_prev = tl.sum(tl.where(sidx == j - 1, hs, -0.0), axis=0)
+                Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
+                dyy = tl.load(dy_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+                dys = dyy
+                if HAS_Z:
+                    zz = tl.load(z_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+                    sz = tl.sigmoid(zz)
+                    dys = dyy * zz * sz
+                    ypre = tl.sum(h_t * Ct[:, None], axis=0) + Dv * uu  # (BD,)
+                    _store(dz_ptr, row * D_MODEL + offs_d, dyy * ypre * sz * (1.0 + zz * (1.0 - sz)), ok_d)
+                Gt = carry + Ct[:, None] * dys[None, :]  # (NP, BD)
+                gd = Gt * dA * h_prev
+                dA_acc += gd * dd[None, :]
+                GB = tl.sum(Gt * Bt[:, None], axis=0)  # (BD,)
+                ddelta = uu * GB + tl.sum(gd * A2, axis=0) * 0.6931471805599453  # A = A2 ln 2
+                du = dd * GB + Dv * dys
+                ddt = ddelta
+                if SOFTPLUS:
+                    ddt = ddelta * tl.sigmoid(raw)
+                ddt = tl.where(ok_d, ddt, 0.0)
+                dD_acc += dys * uu
+                dbias_acc += ddt
+                _store(du_ptr, row * D_MODEL + offs_d, du, ok_d)
+                _store(ddt_ptr, row * D_MODEL + offs_d, ddt, ok_d)
+                part = (row * n_blk + pid_d) * N + offs_n  # (NP,) into (b, l, d / BD, n)
+                tl.store(dB_ptr + part, tl.sum(Gt * (dd * uu)[None, :], axis=1), mask=ok_n)
+                tl.store(dC_ptr + part, tl.sum(h_t * dys[None, :], axis=1), mask=ok_n)
+                carry = dA * Gt
+    out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_nd
+    tl.store(dA_ptr + out, dA_acc, mask=mask_nd)
     out_d = (b64 * n_chunks + pid_c) * D_MODEL + offs_d
     if HAS_D:
         tl.store(dD_ptr + out_d, dD_acc)
@@ -214,4 +176,58 @@ def _bwd_kernel(
         tl.store(dbias_ptr + out_d, dbias_acc)
     if WRITE_DH0:  # noqa: SIM102 (a constexpr and a run-time condition do not combine in Triton)
         if pid_c == 0:  # the carry out of chunk 0 is the initial state's gradient
-            tl.store(dh0_ptr + b64 * D_MODEL * N + offs_dn, carry, mask=mask_dn)
+            tl.store(dh0_ptr + b64 * D_MODEL * N + offs_nd, carry, mask=mask_nd)
+
+
+@triton.jit
+def _bwd_local_seq_kernel(
+    dt_ptr, z_ptr, C_ptr, A_ptr, bias_ptr, seq_ptr, dy_ptr, Lc_ptr, dec_ptr,
+    L, chunk_len, n_chunks,
+    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr,
+):  # fmt: skip
+    """Chunk c's own part of dL/dH_in[c] (lam = Abar_t (lam + C_t dys_t), t from the end) and its decay Dec_c."""
+    pid_d = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    b64 = tl.program_id(2).to(tl.int64)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    grp = (pid_d * BD) // (D_MODEL // G)
+    offs_n = tl.arange(0, NP)
+    mask_n = offs_n < N
+    offs_nd = offs_d[None, :] * N + offs_n[:, None]
+    mask_nd = mask_n[:, None]
+    zeros_d = tl.zeros((BD,), dtype=tl.int32)
+    A2 = tl.load(A_ptr + offs_nd, mask=mask_nd, other=0.0).to(tl.float32) * 1.4426950408889634
+    bias = tl.zeros((BD,), dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d).to(tl.float32)
+    lam = tl.zeros((NP, BD), dtype=tl.float32)
+    dsum = tl.zeros((BD,), dtype=tl.float32)
+    alive = tl.full((BD,), 1.0, tl.float32)
+    t_start = pid_c * chunk_len
+    t_stop = tl.minimum(t_start + chunk_len, L)
+    for i in range(0, t_stop - t_start):
+        t = t_stop - 1 - i
+        row = b64 * L + t
+        dd = tl.load(dt_ptr + row * D_MODEL + offs_d).to(tl.float32)
+        if HAS_BIAS:
+            dd += bias
+        if SOFTPLUS:
+            dd = _softplus(dd)
+        dys = tl.load(dy_ptr + row * D_MODEL + offs_d).to(tl.float32)
+        if HAS_Z:
+            zz = tl.load(z_ptr + row * D_MODEL + offs_d).to(tl.float32)
+            dys = dys * zz * tl.sigmoid(zz)
+        Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        dA = tl.exp2(dd[None, :] * A2)
+        if HAS_SEQ:
+            cur = tl.load(seq_ptr + row + zeros_d)
+            prev = tl.load(seq_ptr + row - 1 + zeros_d, mask=zeros_d + t > 0, other=0)
+            keep = tl.where((cur == prev) | (zeros_d + t == 0), 1.0, 0.0)
+            dA = dA * keep[None, :]
+            alive = alive * keep
+        lam = dA * (lam + Ct[:, None] * dys[None, :])
+        dsum += dd
+    out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_nd
+    tl.store(Lc_ptr + out, lam, mask=mask_nd)
+    tl.store(dec_ptr + out, tl.exp2(dsum[None, :] * A2) * alive[None, :], mask=mask_nd)

@@ -1,16 +1,13 @@
-"""Selective scan forward in Triton: tiles of time scanned in registers, chunks of tiles combined across the sequence.
+"""Selective scan forward in Triton: the recurrence run step by step, one channel per lane, its n states in registers.
 
-One program owns (batch row, chunk of the sequence, block of BD channels) and walks its chunk in tiles of TT steps.
-A tile holds (TT, BD, NP) fp32 values in registers: Abar = exp(Delta A) and x = Delta u B, scanned along time
-with the affine combine (a1, x1) o (a2, x2) = (a1 a2, a2 x1 + x2); the state entering the tile is added as
-Acum * h_in, so the state never goes to memory per step. Only at tile boundaries is it written, and only when the
-backward pass needs it (checkpoints, one (BD, n) state per tile).
+One program owns (batch row, chunk of the sequence, BD channels). The state h (NP, BD) never goes to memory per
+step; every TT steps it is written as a checkpoint when the backward will need it (one (d, n) state per tile).
 
 When b * d / BD programs are too few to fill the GPU (batch 1 at 64K tokens), the sequence is cut into chunks:
-  1. `_fwd_local_kernel`: each chunk scans from a zero state; keeps its end state S_c and its decay
+  1. `_fwd_seq_kernel` with LOCAL: each chunk runs from a zero state; keeps its end state S_c and its decay
      Dec_c = exp(A sum Delta) (0 if a packed sequence starts inside the chunk),
   2. `_chunk_combine_kernel`: H_in[c+1] = Dec_c H_in[c] + S_c, sequential over chunks (tiny),
-  3. `_fwd_kernel`: each chunk scans again from its H_in, writing y, checkpoints and the final state.
+  3. `_fwd_seq_kernel`: each chunk runs again from its H_in, writing y, checkpoints and the final state.
 With one chunk, only step 3 runs.
 
 Glossary: u <-> x, dt <-> Delta (softplus(dt + dt_bias) when dt_softplus), A2 = A log2(e) (exp2 is the native op).
@@ -20,14 +17,6 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-
-LOG2E = 1.4426950408889634
-
-
-@triton.jit
-def _affine_combine(a1, x1, a2, x2):
-    # (x -> a1 x + x1) followed by (x -> a2 x + x2); also serves the reverse scan, which passes the later element first
-    return a1 * a2, a2 * x1 + x2
 
 
 @triton.jit
@@ -50,150 +39,6 @@ def _store(ptr, offs, val, mask):
         tl.store(ptr + offs, bits.to(tl.uint16).to(tl.bfloat16, bitcast=True), mask=mask)
     else:
         tl.store(ptr + offs, val.to(ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _load_delta(dt_ptr, bias_ptr, offs_td, mask_td, offs_d, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """Delta for a (TT, BD) tile in fp32 (0 on masked rows, so they leave the state unchanged)."""
-    dd = tl.load(dt_ptr + offs_td, mask=mask_td, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        dd += tl.load(bias_ptr + offs_d).to(tl.float32)[None, :]
-    if SOFTPLUS:
-        dd = _softplus(dd)
-    return tl.where(mask_td, dd, 0.0)
-
-
-@triton.jit
-def _load_keep(seq_ptr, rows, offs_t, mask_t):
-    """(TT,) 1.0 where the state carries over from t-1, 0.0 where seq_idx changes at t (never at t = 0)."""
-    cur = tl.load(seq_ptr + rows, mask=mask_t, other=0)
-    prev = tl.load(seq_ptr + rows - 1, mask=mask_t & (offs_t > 0), other=0)
-    return tl.where((cur == prev) | (offs_t == 0) | (~mask_t), 1.0, 0.0)
-
-
-@triton.jit
-def _tile_scan(
-    u_ptr, dt_ptr, bias_ptr, B_ptr, seq_ptr, A2, h_in, b64, t0, t_stop, L, offs_d, grp,
-    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, TT: tl.constexpr,
-    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr,
-):  # fmt: skip
-    """Scan one tile of TT steps from h_in (BD, NP). Returns (states (TT, BD, NP), uu, dd (TT, BD), rows, mask_t)."""
-    offs_t = t0 + tl.arange(0, TT)  # (TT,)
-    mask_t = offs_t < t_stop
-    rows = b64 * L + offs_t  # (TT,) int64
-    offs_td = rows[:, None] * D_MODEL + offs_d[None, :]  # (TT, BD)
-    mask_td = mask_t[:, None] & (offs_d[None, :] < D_MODEL)
-    uu = tl.load(u_ptr + offs_td, mask=mask_td, other=0.0).to(tl.float32)
-    dd = _load_delta(dt_ptr, bias_ptr, offs_td, mask_td, offs_d, HAS_BIAS, SOFTPLUS)
-    offs_n = tl.arange(0, NP)
-    offs_tn = (rows[:, None] * G + grp) * N + offs_n[None, :]  # (TT, NP)
-    mask_tn = mask_t[:, None] & (offs_n[None, :] < N)
-    Bt = tl.load(B_ptr + offs_tn, mask=mask_tn, other=0.0).to(tl.float32)
-    dA = tl.exp2(dd[:, :, None] * A2[None, :, :])  # (TT, BD, NP)
-    if HAS_SEQ:
-        keep = _load_keep(seq_ptr, rows, offs_t, mask_t)
-        dA = dA * keep[:, None, None]
-    x = (dd * uu)[:, :, None] * Bt[:, None, :]  # (TT, BD, NP)
-    a_cum, x_cum = tl.associative_scan((dA, x), 0, _affine_combine)
-    hs = a_cum * h_in[None, :, :] + x_cum  # (TT, BD, NP)
-    return hs, uu, dd, rows, offs_td, mask_td, mask_t
-
-
-@triton.jit
-def _last_row(hs, TT: tl.constexpr):
-    """hs[TT-1] of a (TT, BD, NP) tile (masked rows beyond the end carry the state unchanged)."""
-    last = tl.arange(0, TT) == TT - 1
-    return tl.sum(tl.where(last[:, None, None], hs, 0.0), axis=0)
-
-
-@triton.jit
-def _fwd_kernel(
-    u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, seq_ptr, h0_ptr, y_ptr, final_ptr, ckpt_ptr,
-    L, chunk_len, n_chunks, n_tiles,
-    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
-    TT: tl.constexpr, H0_MODE: tl.constexpr, HAS_Z: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, WRITE_CKPT: tl.constexpr,
-):  # fmt: skip
-    """y for one chunk from its incoming state. H0_MODE: 0 zeros, 1 initial_state (b, d, n), 2 per chunk (b, nc, d, n).
-
-    final_ptr (b, d, n) is written by the last chunk; ckpt_ptr (b, n_tiles, d, n) gets each tile's entering state.
-    """
-    pid_d = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    b64 = tl.program_id(2).to(tl.int64)
-    offs_d = pid_d * BD + tl.arange(0, BD)
-    grp = (pid_d * BD) // (D_MODEL // G)
-    offs_n = tl.arange(0, NP)
-    offs_dn = offs_d[:, None] * N + offs_n[None, :]  # (BD, NP)
-    mask_dn = offs_n[None, :] < N
-    A2 = tl.load(A_ptr + offs_dn, mask=mask_dn, other=0.0).to(tl.float32) * 1.4426950408889634
-    if H0_MODE == 1:
-        h = tl.load(h0_ptr + b64 * D_MODEL * N + offs_dn, mask=mask_dn, other=0.0).to(tl.float32)
-    elif H0_MODE == 2:
-        h = tl.load(h0_ptr + (b64 * n_chunks + pid_c) * D_MODEL * N + offs_dn, mask=mask_dn, other=0.0)
-    else:
-        h = tl.zeros((BD, NP), dtype=tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + offs_d).to(tl.float32)
-    t_start = pid_c * chunk_len
-    t_stop = tl.minimum(t_start + chunk_len, L)
-    for t0 in range(t_start, t_stop, TT):
-        if WRITE_CKPT:
-            k = (b64 * n_tiles + t0 // TT) * D_MODEL * N
-            tl.store(ckpt_ptr + k + offs_dn, h, mask=mask_dn)
-        hs, uu, _dd, rows, offs_td, mask_td, mask_t = _tile_scan(
-            u_ptr, dt_ptr, bias_ptr, B_ptr, seq_ptr, A2, h, b64, t0, t_stop, L, offs_d, grp,
-            D_MODEL, G, N, NP, TT, HAS_BIAS, SOFTPLUS, HAS_SEQ,
-        )  # fmt: skip
-        offs_tn = (rows[:, None] * G + grp) * N + offs_n[None, :]
-        Ct = tl.load(C_ptr + offs_tn, mask=mask_t[:, None] & (offs_n[None, :] < N), other=0.0).to(tl.float32)
-        yy = tl.sum(hs * Ct[:, None, :], axis=2)  # (TT, BD)
-        if HAS_D:
-            yy += Dv[None, :] * uu
-        if HAS_Z:
-            zz = tl.load(z_ptr + offs_td, mask=mask_td, other=0.0).to(tl.float32)
-            yy *= zz * tl.sigmoid(zz)
-        _store(y_ptr, offs_td, yy, mask_td)
-        h = _last_row(hs, TT)
-    if pid_c == n_chunks - 1:
-        tl.store(final_ptr + b64 * D_MODEL * N + offs_dn, h, mask=mask_dn)
-
-
-@triton.jit
-def _fwd_local_kernel(
-    u_ptr, dt_ptr, B_ptr, A_ptr, bias_ptr, seq_ptr, S_ptr, dec_ptr,
-    L, chunk_len, n_chunks,
-    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
-    TT: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr,
-):  # fmt: skip
-    """Chunk c from a zero state: S_c (its end state) and Dec_c = exp(A sum Delta) * [no reset in c], (b, nc, d, n)."""
-    pid_d = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    b64 = tl.program_id(2).to(tl.int64)
-    offs_d = pid_d * BD + tl.arange(0, BD)
-    grp = (pid_d * BD) // (D_MODEL // G)
-    offs_n = tl.arange(0, NP)
-    offs_dn = offs_d[:, None] * N + offs_n[None, :]
-    mask_dn = offs_n[None, :] < N
-    A2 = tl.load(A_ptr + offs_dn, mask=mask_dn, other=0.0).to(tl.float32) * 1.4426950408889634
-    h = tl.zeros((BD, NP), dtype=tl.float32)
-    dsum = tl.zeros((BD,), dtype=tl.float32)
-    alive = tl.full((BD,), 1.0, tl.float32)
-    t_start = pid_c * chunk_len
-    t_stop = tl.minimum(t_start + chunk_len, L)
-    for t0 in range(t_start, t_stop, TT):
-        hs, _uu, dd, rows, _offs_td, _mask_td, mask_t = _tile_scan(
-            u_ptr, dt_ptr, bias_ptr, B_ptr, seq_ptr, A2, h, b64, t0, t_stop, L, offs_d, grp,
-            D_MODEL, G, N, NP, TT, HAS_BIAS, SOFTPLUS, HAS_SEQ,
-        )  # fmt: skip
-        h = _last_row(hs, TT)
-        dsum += tl.sum(dd, axis=0)
-        if HAS_SEQ:
-            offs_t = t0 + tl.arange(0, TT)
-            alive = alive * tl.min(_load_keep(seq_ptr, rows, offs_t, mask_t), axis=0)
-    out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_dn
-    tl.store(S_ptr + out, h, mask=mask_dn)
-    tl.store(dec_ptr + out, tl.exp2(dsum[:, None] * A2) * alive[:, None], mask=mask_dn)
 
 
 @triton.jit
@@ -234,7 +79,7 @@ def _fwd_seq_kernel(
 ):  # fmt: skip
     """The forward as a plain recurrence: one channel per thread, its n states in registers, TT steps unrolled.
 
-    Same results as `_fwd_kernel` (LOCAL=False) or `_fwd_local_kernel` (LOCAL=True: zero start, writes S, Dec).
+    LOCAL: from a zero state, writing only the chunk's end state S and decay Dec (step 1 above).
     The state is a (NP, BD) tile, channels along the lanes, so C_t . h_t sums within a thread.
     """
     pid_d = tl.program_id(0)

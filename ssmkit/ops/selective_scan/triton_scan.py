@@ -1,7 +1,8 @@
 """Triton path of `selective_scan`: launches the forward and backward kernels and ties them into autograd.
 
 Memory: besides the inputs, the forward keeps one fp32 (d, n) state per tile of TT steps for the backward
-(b * l / TT * d * n * 4 bytes: 256 MiB at 64K tokens, d = 4096, n = 16, TT = 64) and never a (b, l, d, n) tensor.
+(b * l / TT * d * n * 4 bytes: 1 GiB at 64K tokens, d = 4096, n = 16, TT = 16) and never a (b, l, d, n) tensor;
+the backward adds dB, dC partials per block of channels, (b, l, d / BD_BWD, n) fp32 each, summed in torch.
 Chunking (how many pieces the sequence is cut into) depends only on how many programs b * d / BD already gives.
 """
 
@@ -10,29 +11,20 @@ from __future__ import annotations
 import torch
 import triton
 
-from .triton_bwd import _bwd_kernel, _bwd_local_kernel
-from .triton_bwd_seq import _bwd_local_seq_kernel, _bwd_seq_kernel
-from .triton_fwd import _chunk_combine_kernel, _fwd_kernel, _fwd_local_kernel, _fwd_seq_kernel
+from .triton_bwd import _bwd_local_seq_kernel, _bwd_seq_kernel
+from .triton_fwd import _chunk_combine_kernel, _fwd_seq_kernel
 
-# tile sizes, settable by benchmarks: TT steps x BD channels x n states per program
+# settable by benchmarks. TT: steps between the forward's checkpoints (the backward's tile).
 TT = 16
-BD_FWD = 16
-BD_BWD = 8
-NUM_WARPS_FWD = 4
-NUM_WARPS_BWD = 4
-# forward as a per-step recurrence (one channel per thread, BD_SEQ channels per program) instead of tile scans
-SEQ_FWD = True
-BD_SEQ = 128
-# backward as a per-step recurrence (one channel per lane, one warp of BD_BWD_SEQ channels per program), its
-# states recomputed in sub-tiles of SUB steps held in registers
-SEQ_BWD = True
-BD_BWD_SEQ = 32
+# forward: BD_FWD channels per program, one per thread (the n states of a channel in its registers)
+BD_FWD = 128
+# backward: one warp of BD_BWD channels per program, the states recomputed in sub-tiles of SUB steps in registers
+# (H200, W1: 32 channels and 4 steps were fastest; 8 or 16 channels per warp 71-91 ms against 53 at 1K)
+BD_BWD = 32
 SUB = 4
 # the sequence is cut into chunks until b * (d / BD) * chunks reaches this many programs
 TARGET_PROGRAMS = 2048
 COMBINE_BLOCK = 256
-# dB, dC: fp32 atomics into (b, l, g, n), or per-channel-block partials (b, l, d / BD, n) summed by torch
-ATOMIC_DBC = True
 
 
 def _empty(*shape, dtype, device):
@@ -69,86 +61,27 @@ def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx,
     """Returns (y (b, l, d) in u's dtype, final state (b, d, n) fp32, checkpoints (b, tiles, d, n) fp32 or None)."""
     b, l, d = u.shape
     g, n = B.shape[2], B.shape[3]
-    NP = triton.next_power_of_2(n)
-    BD = _block_d(d // g, BD_SEQ if SEQ_FWD else BD_FWD)
+    BD = _block_d(d // g, BD_FWD)
     blocks = d // BD
     chunk_len, nc = _chunking(b, l, blocks)
     n_tiles = triton.cdiv(l, TT)
     dev = u.device
     flags, has_D = _flags(D, z, dt_bias, seq_idx, dt_softplus)
-    dims = dict(D_MODEL=d, G=g, N=n, NP=NP, BD=BD, TT=TT)
     dummy = u  # stands for absent optional pointers (never read: their flags are off)
     seq = seq_idx if seq_idx is not None else dummy
     bias = dt_bias if dt_bias is not None else dummy
+    zp = z if z is not None else dummy
+    Dp = D if has_D else dummy
     y = _empty(b, l, d, dtype=u.dtype, device=dev)
     final = _empty(b, d, n, dtype=torch.float32, device=dev)
     ckpt = _empty(b, n_tiles, d, n, dtype=torch.float32, device=dev) if need_ckpt else final
     grid = (blocks, nc, b)
-    if SEQ_FWD:
-        return _scan_fwd_seq(
-            u,
-            dt,
-            A,
-            B,
-            C,
-            D,
-            z,
-            bias,
-            seq,
-            initial_state,
-            y,
-            final,
-            ckpt,
-            chunk_len,
-            nc,
-            grid,
-            dims,
-            flags,
-            has_D,
-            need_ckpt,
-        )
-    if nc == 1:
-        h0, h0_mode = (initial_state, 1) if initial_state is not None else (final, 0)
-    else:
-        S = _empty(b, nc, d, n, dtype=torch.float32, device=dev)
-        dec = _empty(b, nc, d, n, dtype=torch.float32, device=dev)
-        _fwd_local_kernel[grid](
-            u, dt, B, A, bias, seq, S, dec, l, chunk_len, nc,
-            **dims, HAS_BIAS=flags["HAS_BIAS"], SOFTPLUS=flags["SOFTPLUS"], HAS_SEQ=flags["HAS_SEQ"],
-            num_warps=NUM_WARPS_FWD,
-        )  # fmt: skip
-        h0 = _empty(b, nc, d, n, dtype=torch.float32, device=dev)
-        _combine(S, dec, initial_state, h0, b, nc, d * n, reverse=False)
-        h0_mode = 2
-    _fwd_kernel[grid](
-        u, dt, z if z is not None else dummy, B, C, A, D if has_D else dummy, bias, seq, h0, y, final, ckpt,
-        l, chunk_len, nc, n_tiles,
-        **dims, H0_MODE=h0_mode, HAS_D=has_D, **flags, WRITE_CKPT=need_ckpt, num_warps=NUM_WARPS_FWD,
-    )  # fmt: skip
-    return y, final, (ckpt if need_ckpt else None)
-
-
-def _scan_fwd_seq(
-    u, dt, A, B, C, D, z, bias, seq, h0, y, final, ckpt, chunk_len, nc, grid, dims, flags, has_D, need_ckpt
-):
-    b, l, d = u.shape
-    n = B.shape[3]
-    dev = u.device
-    n_tiles = triton.cdiv(l, TT)
-    warps = max(1, min(8, dims["BD"] // 32))
-    zp = z if z is not None else u
-    Dp = D if has_D else u
     common = dict(
-        **dims,
-        HAS_Z=flags["HAS_Z"],
-        HAS_D=has_D,
-        HAS_BIAS=flags["HAS_BIAS"],
-        SOFTPLUS=flags["SOFTPLUS"],
-        HAS_SEQ=flags["HAS_SEQ"],
-        num_warps=warps,
-    )
+        D_MODEL=d, G=g, N=n, NP=triton.next_power_of_2(n), BD=BD, TT=TT, HAS_D=has_D, **flags,
+        num_warps=max(1, min(8, BD // 32)),
+    )  # fmt: skip
     if nc == 1:
-        start, h0_mode = (h0, 1) if h0 is not None else (final, 0)
+        start, h0_mode = (initial_state, 1) if initial_state is not None else (final, 0)
     else:
         S = _empty(b, nc, d, n, dtype=torch.float32, device=dev)
         dec = _empty(b, nc, d, n, dtype=torch.float32, device=dev)
@@ -157,7 +90,7 @@ def _scan_fwd_seq(
             **common, H0_MODE=0, WRITE_CKPT=False, LOCAL=True,
         )  # fmt: skip
         start = _empty(b, nc, d, n, dtype=torch.float32, device=dev)
-        _combine(S, dec, h0, start, b, nc, d * n, reverse=False)
+        _combine(S, dec, initial_state, start, b, nc, d * n, reverse=False)
         h0_mode = 2
     _fwd_seq_kernel[grid](
         u, dt, zp, B, C, A, Dp, bias, seq, start, y, final, ckpt, final, final, l, chunk_len, nc, n_tiles,
@@ -176,76 +109,10 @@ def _combine(S, dec, h0, out, b, nc, dn, reverse):
 
 def scan_bwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfinal, need_dh0):
     """Gradients (du, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_state); None where the input is absent."""
-    if SEQ_BWD:
-        return _scan_bwd_seq(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfinal, need_dh0)
     b, l, d = u.shape
     g, n = B.shape[2], B.shape[3]
     NP = triton.next_power_of_2(n)
     BD = _block_d(d // g, BD_BWD)
-    blocks = d // BD
-    chunk_len, nc = _chunking(b, l, blocks)
-    n_tiles = triton.cdiv(l, TT)
-    dev = u.device
-    f32 = torch.float32
-    flags, has_D = _flags(D, z, dt_bias, seq_idx, dt_softplus)
-    dims = dict(D_MODEL=d, G=g, N=n, NP=NP, BD=BD, TT=TT)
-    dummy = u
-    seq = seq_idx if seq_idx is not None else dummy
-    bias = dt_bias if dt_bias is not None else dummy
-    zp = z if z is not None else dummy
-    grid = (blocks, nc, b)
-    if nc == 1:
-        carry, carry_mode = (dfinal, 1) if dfinal is not None else (dummy, 0)
-    else:
-        Lc = _empty(b, nc, d, n, dtype=f32, device=dev)
-        dec = _empty(b, nc, d, n, dtype=f32, device=dev)
-        _bwd_local_kernel[grid](
-            dt, zp, C, A, bias, seq, dy, Lc, dec, l, chunk_len, nc,
-            **dims, **flags, num_warps=NUM_WARPS_BWD,
-        )  # fmt: skip
-        carry = _empty(b, nc, d, n, dtype=f32, device=dev)
-        _combine(Lc, dec, dfinal, carry, b, nc, d * n, reverse=True)
-        carry_mode = 2
-    du = _empty(b, l, d, dtype=u.dtype, device=dev)
-    ddt = _empty(b, l, d, dtype=dt.dtype, device=dev)
-    dz = _empty(b, l, d, dtype=z.dtype, device=dev) if z is not None else dummy
-    if ATOMIC_DBC:
-        dB_part = torch.zeros(b, l, g, n, dtype=f32, device=dev)
-        dC_part = torch.zeros(b, l, g, n, dtype=f32, device=dev)
-    else:
-        dB_part = _empty(b, l, blocks, n, dtype=f32, device=dev)
-        dC_part = _empty(b, l, blocks, n, dtype=f32, device=dev)
-    dA_part = _empty(b, nc, d, n, dtype=f32, device=dev)
-    dD_part = _empty(b, nc, d, dtype=f32, device=dev) if has_D else dummy
-    dbias_part = _empty(b, nc, d, dtype=f32, device=dev) if dt_bias is not None else dummy
-    dh0 = _empty(b, d, n, dtype=f32, device=dev) if need_dh0 else dummy
-    _bwd_kernel[grid](
-        u, dt, zp, B, C, A, D if has_D else dummy, bias, seq, ckpt, dy, carry,
-        du, ddt, dz, dB_part, dC_part, dA_part, dD_part, dbias_part, dh0,
-        l, chunk_len, nc, n_tiles,
-        **dims, CARRY_MODE=carry_mode, HAS_D=has_D, **flags, WRITE_DH0=need_dh0, ATOMIC_BC=ATOMIC_DBC,
-        num_warps=NUM_WARPS_BWD,
-    )  # fmt: skip
-    if ATOMIC_DBC:
-        dB, dC = dB_part.to(B.dtype), dC_part.to(C.dtype)
-    else:
-        dB = dB_part.view(b, l, g, blocks // g, n).sum(3).to(B.dtype)
-        dC = dC_part.view(b, l, g, blocks // g, n).sum(3).to(C.dtype)
-    dA = dA_part.sum((0, 1)).to(A.dtype)
-    dD = dD_part.sum((0, 1)).to(D.dtype) if has_D else None
-    dbias = dbias_part.sum((0, 1)).to(dt_bias.dtype) if dt_bias is not None else None
-    return (
-        du, ddt, dA, dB, dC, dD, dz if z is not None else None, dbias,
-        dh0 if need_dh0 else None,
-    )  # fmt: skip
-
-
-def _scan_bwd_seq(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfinal, need_dh0):
-    """`scan_bwd` with the per-step kernels of triton_bwd_seq.py."""
-    b, l, d = u.shape
-    g, n = B.shape[2], B.shape[3]
-    NP = triton.next_power_of_2(n)
-    BD = _block_d(d // g, BD_BWD_SEQ)
     blocks = d // BD
     chunk_len, nc = _chunking(b, l, blocks)
     n_tiles = triton.cdiv(l, TT)
