@@ -23,34 +23,24 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_fwd import _softplus, _store
+from .triton_fwd import _softplus, _step_inputs, _store
 
 
 @triton.jit
-def _step_inputs(
-    u_ptr, dt_ptr, bias, B_ptr, seq_ptr, A2, b64, t, t_stop, L, offs_d, offs_n, mask_n, grp, zeros_d,
-    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_SEQ: tl.constexpr,
+def _step_decay(
+    u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, A2, b64, t, t_stop, L, offs_d, offs_n, mask_n, grp, zeros_d,
+    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, LOAD_CZ: tl.constexpr,
 ):  # fmt: skip
-    """Step t's u, Delta, raw dt (+ bias), B (NP,), Abar (NP, BD) and the in-range masks; zeros where t >= t_stop."""
-    ok_d = (zeros_d + t) < t_stop  # (BD,)
-    ok_n = (offs_n * 0 + t < t_stop) & mask_n  # (NP,)
-    row = b64 * L + t
-    uu = tl.load(u_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
-    raw = tl.load(dt_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        raw += bias
-    dd = raw
-    if SOFTPLUS:
-        dd = _softplus(raw)
-    dd = tl.where(ok_d, dd, 0.0)
-    Bt = tl.load(B_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
-    dA = tl.exp2(dd[None, :] * A2)  # (NP, BD)
+    """`_step_inputs` of step t with the decay Abar_t = exp(Delta_t A) (NP, BD) in place of keep."""
+    uu, raw, dd, Bt, Ct, zz, keep = _step_inputs(
+        u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t, t_stop, L, offs_d, offs_n, mask_n, grp, zeros_d,
+        D_MODEL, G, N, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, LOAD_CZ,
+    )  # fmt: skip
+    dA = tl.exp2(dd[None, :] * A2)
     if HAS_SEQ:
-        cur = tl.load(seq_ptr + row + zeros_d, mask=ok_d, other=0)
-        prev = tl.load(seq_ptr + row - 1 + zeros_d, mask=ok_d & (zeros_d + t > 0), other=0)
-        dA = dA * tl.where((cur == prev) | (zeros_d + t == 0) | (~ok_d), 1.0, 0.0)[None, :]
-    return uu, raw, dd, Bt, dA, ok_d, ok_n, row
+        dA = dA * keep[None, :]
+    return uu, raw, dd, Bt, Ct, zz, dA
 
 
 @triton.jit
@@ -110,9 +100,9 @@ def _bwd_seq_kernel(
             tl.store(scratch_ptr + offs_scr + k * NP * BD, h)
             if k < K - 1:
                 for j in range(0, SUB):
-                    uu, _raw, dd, Bt, dA, _ok_d, _ok_n, _row = _step_inputs(
-                        u_ptr, dt_ptr, bias, B_ptr, seq_ptr, A2, b64, t0 + k * SUB + j, t_stop, L, offs_d,
-                        offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, HAS_BIAS, SOFTPLUS, HAS_SEQ,
+                    uu, _raw, dd, Bt, _Ct, _zz, dA = _step_decay(
+                        u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, A2, b64, t0 + k * SUB + j, t_stop, L,
+                        offs_d, offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, False,
                     )  # fmt: skip
                     h = dA * h + Bt[:, None] * (dd * uu)[None, :]
         # 2. sub-tiles last to first
@@ -122,29 +112,30 @@ def _bwd_seq_kernel(
             h = tl.load(scratch_ptr + slot)
             hs = tl.zeros((SUB, NP, BD), dtype=tl.float32)
             for j in tl.static_range(SUB):
-                uu, _raw, dd, Bt, dA, _ok_d, _ok_n, _row = _step_inputs(
-                    u_ptr, dt_ptr, bias, B_ptr, seq_ptr, A2, b64, ts + j, t_stop, L, offs_d,
-                    offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, HAS_BIAS, SOFTPLUS, HAS_SEQ,
+                uu, _raw, dd, Bt, _Ct, _zz, dA = _step_decay(
+                    u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, A2, b64, ts + j, t_stop, L,
+                    offs_d, offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, False,
                 )  # fmt: skip
                 h = dA * h + Bt[:, None] * (dd * uu)[None, :]
                 hs = tl.where(sidx == j, h[None, :, :], hs)  # static slot: a register move
             for jj in tl.static_range(SUB):
                 j = SUB - 1 - jj
                 t = ts + j
-                uu, raw, dd, Bt, dA, ok_d, ok_n, row = _step_inputs(
-                    u_ptr, dt_ptr, bias, B_ptr, seq_ptr, A2, b64, t, t_stop, L, offs_d,
-                    offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, HAS_BIAS, SOFTPLUS, HAS_SEQ,
+                uu, raw, dd, Bt, Ct, zz, dA = _step_decay(
+                    u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, A2, b64, t, t_stop, L,
+                    offs_d, offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, True,
                 )  # fmt: skip
+                ok_d = (zeros_d + t) < t_stop  # (BD,)
+                ok_n = (offs_n * 0 + t < t_stop) & mask_n  # (NP,)
+                row = b64 * L + t
                 h_t = tl.sum(tl.where(sidx == j, hs, -0.0), axis=0)  # x + (-0.0) == x: exact, folds away
                 if j == 0:  # noqa: SIM108 (a static branch on constexpr j)
                     h_prev = tl.load(scratch_ptr + slot)  # the sub-tile's entering state, from L1
                 else:
                     h_prev = tl.sum(tl.where(sidx == j - 1, hs, -0.0), axis=0)
-                Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
                 dyy = tl.load(dy_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
                 dys = dyy
                 if HAS_Z:
-                    zz = tl.load(z_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
                     sz = tl.sigmoid(zz)
                     dys = dyy * zz * sz
                     ypre = tl.sum(h_t * Ct[:, None], axis=0) + Dv * uu  # (BD,)

@@ -111,9 +111,9 @@ def _fwd_seq_kernel(
     zeros_d = tl.zeros((BD,), dtype=tl.int32)
     # step t's inputs are loaded one step ahead, before step t-1's output is stored: a store to y may alias the
     # inputs as far as the compiler knows, so it would not issue later loads early by itself
-    uu_n, dd_n, Bt_n, Ct_n, zz_n, keep_n = _seq_step_inputs(
+    uu_n, _raw, dd_n, Bt_n, Ct_n, zz_n, keep_n = _step_inputs(
         u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t_start, t_stop, L, offs_d, offs_n, mask_n, grp,
-        zeros_d, D_MODEL, G, N, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, LOCAL,
+        zeros_d, D_MODEL, G, N, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, not LOCAL,
     )  # fmt: skip
     for t0 in range(t_start, t_stop, TT):
         if WRITE_CKPT:
@@ -121,9 +121,9 @@ def _fwd_seq_kernel(
         for j in tl.static_range(TT):
             t = t0 + j
             uu, dd, Bt, Ct, zz, keep = uu_n, dd_n, Bt_n, Ct_n, zz_n, keep_n
-            uu_n, dd_n, Bt_n, Ct_n, zz_n, keep_n = _seq_step_inputs(
+            uu_n, _raw, dd_n, Bt_n, Ct_n, zz_n, keep_n = _step_inputs(
                 u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t + 1, t_stop, L, offs_d, offs_n, mask_n,
-                grp, zeros_d, D_MODEL, G, N, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, LOCAL,
+                grp, zeros_d, D_MODEL, G, N, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, not LOCAL,
             )  # fmt: skip
             dA = tl.exp2(dd[None, :] * A2)  # (NP, BD)
             if HAS_SEQ:
@@ -149,12 +149,13 @@ def _fwd_seq_kernel(
 
 
 @triton.jit
-def _seq_step_inputs(
+def _step_inputs(
     u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t, t_stop, L, offs_d, offs_n, mask_n, grp, zeros_d,
     D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, LOCAL: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, LOAD_CZ: tl.constexpr,
 ):  # fmt: skip
-    """Step t's u, Delta, B, C, z (BD,) / (NP,) in fp32 and keep (1.0, or 0.0 where seq_idx changes at t > 0).
+    """Step t's u, raw dt (+ bias), Delta, B, C, z, (BD,) / (NP,) in fp32, and keep (1.0, or 0.0 where seq_idx
+    changes at t > 0). C and z are loaded only with LOAD_CZ (else zeros).
 
     Past t_stop everything is 0 and keep is 1, so the step leaves the state unchanged.
     """
@@ -162,16 +163,17 @@ def _seq_step_inputs(
     ok_n = (offs_n * 0 + t < t_stop) & mask_n  # (NP,)
     row = b64 * L + t
     uu = tl.load(u_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
-    dd = tl.load(dt_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+    raw = tl.load(dt_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
     if HAS_BIAS:
-        dd += bias
+        raw += bias
+    dd = raw
     if SOFTPLUS:
-        dd = _softplus(dd)
+        dd = _softplus(raw)
     dd = tl.where(ok_d, dd, 0.0)
     Bt = tl.load(B_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
     Ct = tl.zeros_like(Bt)
     zz = tl.zeros_like(uu)
-    if not LOCAL:
+    if LOAD_CZ:
         Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
         if HAS_Z:
             zz = tl.load(z_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
@@ -180,4 +182,4 @@ def _seq_step_inputs(
         cur = tl.load(seq_ptr + row + zeros_d, mask=ok_d, other=0)
         prev = tl.load(seq_ptr + row - 1 + zeros_d, mask=ok_d & (zeros_d + t > 0), other=0)
         keep = tl.where((cur == prev) | (zeros_d + t == 0) | (~ok_d), 1.0, 0.0)  # (BD,)
-    return uu, dd, Bt, Ct, zz, keep
+    return uu, raw, dd, Bt, Ct, zz, keep
