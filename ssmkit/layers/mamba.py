@@ -8,6 +8,9 @@ R <-> dt_rank, x <-> the conv branch, z <-> the gate branch.
     dt, B, C = x_proj(x)                      dt: (b, l, R) -> dt_proj -> (b, l, d_inner); B, C: (b, l, N)
     y = selective_scan(x, dt, A, B, C, D, z)  Delta = softplus(dt + dt_bias); y *= silu(z)
     out = out_proj(y)
+
+Training without state or seq_idx runs everything after in_proj as one autograd Function (mamba_inner.py) that
+keeps only xz for backward and recomputes the rest there; `MambaConfig(fused=False)` keeps the plain ops.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..ops.causal_conv1d import causal_conv1d, causal_conv1d_update
-from ..ops.selective_scan import selective_scan, selective_scan_step
+from ..ops.causal_conv1d import causal_conv1d_update
+from ..ops.selective_scan import selective_scan_step
+from .mamba_inner import mamba_branch, mamba_inner, ssm_inputs
 
 
 @dataclass
@@ -36,6 +39,8 @@ class MambaConfig:
     conv_bias: bool = True
     bias: bool = False
     backend: str = "auto"
+    # training (grad on) without state/seq_idx: recompute conv, dt and the scan in backward, keeping only xz
+    fused: bool = True
 
 
 @dataclass
@@ -91,45 +96,29 @@ class Mamba(nn.Module):
             p._no_weight_decay = True
         self.dt_proj.bias._no_reinit = True
 
-    def _ssm_inputs(self, xc: torch.Tensor):
-        """xc: (..., d_inner) conv output -> dt (..., d_inner) before bias, B and C (..., 1, N)."""
-        n = self.config.d_state
-        dt, B, C = self.x_proj(xc).split([self.dt_rank, n, n], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight)  # dt_proj's bias is added inside the scan, before the softplus
-        return dt, B.unsqueeze(-2), C.unsqueeze(-2)
+    def _branch_weights(self):
+        """The weights after in_proj, in `mamba_branch`'s order."""
+        conv_w = self.conv1d.weight[:, 0, :]  # (d_inner, d_conv)
+        return conv_w, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias, self.A_log, self.D
 
     def forward(self, x: torch.Tensor, state: MambaState | None = None, *, seq_idx: torch.Tensor | None = None):
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x: expected shape (b, l, d_model={self.d_model}), got {tuple(x.shape)}")
-        xi, z = self.in_proj(x).chunk(2, dim=-1)  # (b, l, d_inner) each
+        xz = self.in_proj(x)  # (b, l, 2 d_inner)
+        weights = self._branch_weights()
+        backend = self.config.backend
+        out_wb = (self.out_proj.weight, self.out_proj.bias)
+        training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (xz, *weights, *out_wb))
+        if self.config.fused and training and state is None and seq_idx is None:
+            return mamba_inner(xz, *weights, *out_wb, backend=backend), None
         with_state = state is not None
-        conv_w = self.conv1d.weight[:, 0, :]  # (d_inner, d_conv)
-        xc, conv_final = causal_conv1d(
-            xi,
-            conv_w,
-            self.conv1d.bias,
-            activation="silu",
-            initial_state=state.conv if with_state else None,
-            return_final_state=True,
+        y, conv_final, ssm_final = mamba_branch(
+            xz,
+            *weights,
+            conv_state=state.conv if with_state else None,
+            ssm_state=state.ssm if with_state else None,
             seq_idx=seq_idx,
-            backend=self.config.backend,
-        )
-        dt, B, C = self._ssm_inputs(xc)
-        A = -torch.exp(self.A_log.float())  # (d_inner, N)
-        y, ssm_final = selective_scan(
-            xc,
-            dt,
-            A,
-            B,
-            C,
-            D=self.D.float(),
-            z=z,
-            dt_bias=self.dt_proj.bias.float(),
-            dt_softplus=True,
-            initial_state=state.ssm if with_state else None,
-            return_final_state=True,
-            seq_idx=seq_idx,
-            backend=self.config.backend,
+            backend=backend,
         )
         out = self.out_proj(y)
         return out, (MambaState(conv_final, ssm_final) if with_state else None)
@@ -144,14 +133,29 @@ class Mamba(nn.Module):
     def step(self, x_t: torch.Tensor, state: MambaState) -> tuple[torch.Tensor, MambaState]:
         if x_t.dim() != 2 or x_t.shape[-1] != self.d_model:
             raise ValueError(f"x_t: expected shape (b, d_model={self.d_model}), got {tuple(x_t.shape)}")
+        backend = self.config.backend
         xi, z = self.in_proj(x_t).chunk(2, dim=-1)  # (b, d_inner) each
         conv_w = self.conv1d.weight[:, 0, :]
-        xc, conv = causal_conv1d_update(xi, state.conv, conv_w, self.conv1d.bias, activation="silu")
-        dt, B, C = self._ssm_inputs(xc)
+        xc, conv = causal_conv1d_update(xi, state.conv, conv_w, self.conv1d.bias, activation="silu", backend=backend)
+        dt, B, C = ssm_inputs(xc, self.x_proj.weight, self.dt_proj.weight, self.config.d_state)
         A = -torch.exp(self.A_log.float())
+        # the new state is written into state.ssm (in place on the Triton path) when it has the step's state dtype
+        in_place = state.ssm.dtype == (torch.float64 if xc.dtype == torch.float64 else torch.float32)
         y, ssm = selective_scan_step(
-            xc, dt, A, B, C, state.ssm, D=self.D.float(), z_t=z, dt_bias=self.dt_proj.bias.float(), dt_softplus=True
+            xc,
+            dt,
+            A,
+            B,
+            C,
+            state.ssm,
+            D=self.D.float(),
+            z_t=z,
+            dt_bias=self.dt_proj.bias.float(),
+            dt_softplus=True,
+            backend=backend,
+            out_state=state.ssm if in_place else None,
         )
         state.conv.copy_(conv)
-        state.ssm.copy_(ssm)
+        if not in_place:
+            state.ssm.copy_(ssm)
         return self.out_proj(y), state

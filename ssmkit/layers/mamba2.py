@@ -169,8 +169,11 @@ class Mamba2(nn.Module):
             raise ValueError(f"x_t: expected shape (b, d_model={self.d_model}), got {tuple(x_t.shape)}")
         cfg = self.config
         z, xbc, dt = self._split(self.in_proj(x_t))
-        xbc, conv = causal_conv1d_update(xbc, state.conv, self.conv1d.weight[:, 0, :], self.conv1d.bias, "silu")
+        conv_w = self.conv1d.weight[:, 0, :]
+        xbc, conv = causal_conv1d_update(xbc, state.conv, conv_w, self.conv1d.bias, "silu", backend=cfg.backend)
         xs, B, C = self._split_xbc(xbc)
+        # the new state is written into state.ssm (in place on the Triton path) when it has the step's state dtype
+        in_place = state.ssm.dtype == (torch.float64 if xs.dtype == torch.float64 else torch.float32)
         y, ssm = ssd_step(
             xs,
             dt,
@@ -182,8 +185,11 @@ class Mamba2(nn.Module):
             dt_bias=self.dt_bias.float(),
             dt_softplus=True,
             dt_limit=cfg.dt_limit,
+            backend=cfg.backend,
+            out_state=state.ssm if in_place else None,
         )
         state.conv.copy_(conv)
-        state.ssm.copy_(ssm)
+        if not in_place:
+            state.ssm.copy_(ssm)
         y = self.norm(y.reshape(x_t.shape[0], self.d_inner), z)
         return self.out_proj(y), state
