@@ -8,6 +8,7 @@ Triton imports, else torch. A fallback is never silent: `backend_report()` says 
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -65,6 +66,29 @@ def resolve_backend(op: str, backend: str, device: torch.device) -> str:
         if device.type != "cuda" and reason.startswith("CUDA"):
             raise ValueError(f"backend='triton' for {op} needs CUDA tensors, got tensors on {device}")
     return backend
+
+
+def float64_reason(name: str, t: torch.Tensor) -> str | None:
+    """Why the Triton kernels refuse `t` (they take float16, bfloat16 and float32), or None."""
+    if t.dtype != torch.float64:
+        return None
+    return f"{name} is float64; the kernels take float16, bfloat16 or float32 (use backend='torch' or 'reference')"
+
+
+@functools.cache
+def _warn_fallback(op: str, reason: str) -> None:
+    warnings.warn(f"{op}: the Triton kernels cannot take this call ({reason}); running the torch path", stacklevel=4)
+
+
+def away_from_triton(op: str, backend: str, chosen: str, reason: str | None) -> str:
+    """The backend that runs when the Triton kernels cannot take a call (`reason`; None: they can): asked for by
+    name, an error naming the reason; under "auto", the torch path with a warning (once per reason)."""
+    if chosen != "triton" or reason is None:
+        return chosen
+    if backend == "triton":
+        raise ValueError(f"backend='triton' for {op}: {reason}")
+    _warn_fallback(op, reason)
+    return "torch"
 
 
 def backend_report() -> list[dict[str, str]]:

@@ -240,7 +240,7 @@ def test_auto_falls_back_with_a_warning(monkeypatch):
     op = sys.modules["ssmkit.ops.causal_conv1d"]  # the package (ssmkit.ops re-exports a function of that name)
 
     monkeypatch.setattr(op, "resolve_backend", lambda name, backend, device: "triton")
-    op._warn_fallback.cache_clear()
+    _backend._warn_fallback.cache_clear()
     inputs = make_inputs(1, 6, 3, 9, seed=7)  # float64 and w = 9
     with pytest.warns(UserWarning, match=r"causal_conv1d: .*float64.*running the torch path"):
         y = causal_conv1d(**inputs, activation="silu")
@@ -248,7 +248,7 @@ def test_auto_falls_back_with_a_warning(monkeypatch):
     assert_by_rule("y", y, expected, expected)
     with pytest.warns(UserWarning, match=r"causal_conv1d_update: .*float64"):
         causal_conv1d_update(**update_args(inputs))
-    op._warn_fallback.cache_clear()
+    _backend._warn_fallback.cache_clear()
 
 
 def update_args(inputs):

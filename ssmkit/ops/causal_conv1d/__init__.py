@@ -21,13 +21,11 @@ call the kernels cannot take (float64, w > 8) it runs the torch path and warns.
 
 from __future__ import annotations
 
-import functools
-import warnings
 from importlib.util import find_spec
 
 import torch
 
-from .._backend import register_op, resolve_backend
+from .._backend import away_from_triton, register_op, resolve_backend
 from .._checks import check_float, check_seq_idx, check_shape, check_tensor, same_device
 from .fast import causal_conv1d_torch
 from .reference import causal_conv1d_ref, causal_conv1d_update_ref
@@ -42,11 +40,6 @@ if find_spec("triton") is not None:
 ACTIVATIONS = (None, "silu")
 
 
-@functools.cache
-def _warn_fallback(op: str, reason: str) -> None:
-    warnings.warn(f"{op}: the Triton kernels cannot take this call ({reason}); running the torch path", stacklevel=4)
-
-
 def _choose(op: str, backend: str, x: torch.Tensor, w: int) -> str:
     """The backend that runs: resolve_backend's choice, except that the Triton kernels refuse float64 and w > 8
     (an error when asked for by name, a warning and the torch path under "auto")."""
@@ -55,13 +48,8 @@ def _choose(op: str, backend: str, x: torch.Tensor, w: int) -> str:
         return chosen
     from .triton_conv import unsupported_reason
 
-    reason = unsupported_reason(x.dtype, w)
-    if reason is None:
-        return "triton" if x.numel() else "torch"  # nothing to launch for an empty batch or zero channels
-    if backend == "triton":
-        raise ValueError(f"backend='triton' for {op}: {reason}")
-    _warn_fallback(op, reason)
-    return "torch"
+    chosen = away_from_triton(op, backend, chosen, unsupported_reason(x.dtype, w))
+    return "torch" if chosen == "triton" and not x.numel() else chosen  # nothing to launch for an empty batch
 
 
 def _check_common(weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None, d: int) -> int:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import importlib.util
-import warnings
 
 import torch
 
-from .._backend import register_op, resolve_backend
+from .._backend import away_from_triton, float64_reason, register_op, resolve_backend
 from .._checks import check_divides, check_float, check_shape, check_tensor, same_device
 from .fast import gated_rms_norm_torch, rms_norm_torch
 from .reference import gated_rms_norm_ref, rms_norm_ref
@@ -21,25 +19,10 @@ if importlib.util.find_spec("triton") is not None:
     register_op("gated_rms_norm", "triton")
 
 
-@functools.cache
-def _warn_fallback(op: str, reason: str) -> None:
-    warnings.warn(f"{op}: {reason}; running the torch path", stacklevel=4)
-
-
 def _backend_for(op: str, backend: str, x: torch.Tensor) -> str:
     """resolve_backend, then away from Triton for what the kernels do not take (float64: an error if asked for)."""
-    chosen = resolve_backend(op, backend, x.device)
-    if chosen == "triton" and x.dtype == torch.float64:
-        if backend == "triton":
-            raise ValueError(
-                f"backend='triton' for {op}: x is float64; the kernels take float16, bfloat16 or float32 "
-                "(use backend='torch' or 'reference' for float64)"
-            )
-        _warn_fallback(op, "the Triton kernels take float16, bfloat16 or float32, x is float64")
-        return "torch"
-    if chosen == "triton" and x.numel() == 0:
-        return "torch"
-    return chosen
+    chosen = away_from_triton(op, backend, resolve_backend(op, backend, x.device), float64_reason("x", x))
+    return "torch" if chosen == "triton" and x.numel() == 0 else chosen
 
 
 def _check_weight(weight: torch.Tensor | None, d: int) -> None:

@@ -6,13 +6,11 @@ c // (d / g)); D, dt_bias: (d,); states: (b, d, n) fp32 (fp64 for fp64 inputs).
 
 from __future__ import annotations
 
-import functools
 import importlib.util
-import warnings
 
 import torch
 
-from .._backend import register_op, resolve_backend
+from .._backend import away_from_triton, float64_reason, register_op, resolve_backend
 from .._checks import check_divides, check_float, check_seq_idx, check_shape, check_tensor, same_device
 from .chunked import selective_scan_chunked
 from .reference import selective_scan_ref
@@ -23,11 +21,6 @@ if importlib.util.find_spec("triton") is not None:
     # the kernels themselves are imported on first use, so TRITON_INTERPRET set after `import ssmkit` still counts
     register_op("selective_scan", "triton")
 register_op("selective_scan_step", "reference", "torch", *(("triton",) if importlib.util.find_spec("triton") else ()))
-
-
-@functools.cache
-def _warn_fallback(reason: str) -> None:
-    warnings.warn(f"selective_scan: {reason}; running the torch path", stacklevel=3)
 
 
 def _check_params(A, D, dt_bias, d: int) -> int:
@@ -80,15 +73,9 @@ def selective_scan(
     same_device(u=u, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, initial_state=initial_state, seq_idx=seq_idx)
 
     chosen = resolve_backend("selective_scan", backend, u.device)
-    if chosen == "triton" and (u.dtype == torch.float64 or l == 0):
-        if backend == "triton" and l > 0:
-            raise ValueError(
-                "backend='triton' for selective_scan: u is float64; the kernels take float16, "
-                "bfloat16 or float32 (use backend='torch' or 'reference' for float64)"
-            )
-        if u.dtype == torch.float64:
-            _warn_fallback("the Triton kernels take float16, bfloat16 or float32, u is float64")
-        chosen = "torch"
+    if chosen == "triton" and l == 0:
+        chosen = "torch"  # nothing to launch
+    chosen = away_from_triton("selective_scan", backend, chosen, float64_reason("u", u))
     if chosen == "triton":
         from .triton_scan import selective_scan_triton as impl
     else:
@@ -141,14 +128,7 @@ def selective_scan_step(
         u_t=u_t, dt_t=dt_t, A=A, B_t=B_t, C_t=C_t, state=state, D=D, z_t=z_t, dt_bias=dt_bias, out_state=out_state
     )
     chosen = resolve_backend("selective_scan_step", backend, u_t.device)
-    if chosen == "triton" and u_t.dtype == torch.float64:
-        if backend == "triton":
-            raise ValueError(
-                "backend='triton' for selective_scan_step: u_t is float64; the kernel takes float16, bfloat16 "
-                "or float32 (use backend='torch' or 'reference' for float64)"
-            )
-        _warn_fallback("selective_scan_step's Triton kernel takes float16, bfloat16 or float32, u_t is float64")
-        chosen = "torch"
+    chosen = away_from_triton("selective_scan_step", backend, chosen, float64_reason("u_t", u_t))
     inputs = (u_t, dt_t, A, B_t, C_t, state, D, z_t, dt_bias)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
     if chosen == "triton" and not needs_grad and state.numel() > 0:

@@ -14,16 +14,14 @@ final state is the one after the last token (of the last sequence).
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import numbers
-import warnings
 from importlib.util import find_spec
 
 import torch
 
-from .._backend import register_op, resolve_backend
+from .._backend import away_from_triton, float64_reason, register_op, resolve_backend
 from .._checks import check_divides, check_float, check_seq_idx, check_shape, check_tensor, same_device
 from ._common import DEFAULT_DT_LIMIT, segment_ids, seq_idx_from_cu_seqlens
 from .chunked import ssd_chunked
@@ -40,11 +38,6 @@ if find_spec("triton") is not None:
 register_op("ssd_step", "reference", "torch", *(("triton",) if find_spec("triton") else ()))
 
 _STATE_DTYPES = (torch.float32, torch.float64)
-
-
-@functools.cache
-def _warn_fallback(reason: str) -> None:
-    warnings.warn(f"ssd: the Triton kernels cannot take this call ({reason}); running the torch path", stacklevel=3)
 
 
 def _check_float_tensor(name: str, t: torch.Tensor | None, expected: tuple, layout: str) -> None:
@@ -174,13 +167,11 @@ def ssd(
     _check_chunk_size(chunk_size)
     seg = _check_sequence(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_state, seq_idx, cu_seqlens)
     chosen = resolve_backend("ssd", backend, x.device)
-    if chosen == "triton" and backend == "auto":
+    if chosen == "triton" and backend == "auto":  # by name, ssd_triton raises the kernels' own errors
         from .triton_ssd import unsupported_reason
 
         reason = unsupported_reason(x.dtype, x.shape[-1], B.shape[-1], chunk_size)
-        if reason is not None:
-            _warn_fallback(reason)
-            chosen = "torch"
+        chosen = away_from_triton("ssd", backend, chosen, reason)
     args = (x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit, initial_state, seg)
     if chosen == "reference":
         y, final_state = ssd_reference(*args)
@@ -262,14 +253,7 @@ def ssd_step(
         x_t=x_t, dt_t=dt_t, A=A, B_t=B_t, C_t=C_t, state=state, D=D, z_t=z_t, dt_bias=dt_bias, out_state=out_state
     )
     chosen = resolve_backend("ssd_step", backend, x_t.device)
-    if chosen == "triton" and x_t.dtype == torch.float64:
-        if backend == "triton":
-            raise ValueError(
-                "backend='triton' for ssd_step: x_t is float64; the kernel takes float16, bfloat16 or float32 "
-                "(use backend='torch' or 'reference' for float64)"
-            )
-        _warn_fallback("ssd_step: x_t is float64, the step kernel takes float16, bfloat16 or float32")
-        chosen = "torch"
+    chosen = away_from_triton("ssd_step", backend, chosen, float64_reason("x_t", x_t))
     inputs = (x_t, dt_t, A, B_t, C_t, state, D, z_t, dt_bias)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
     if chosen == "triton" and not needs_grad and state.numel() > 0:
