@@ -59,3 +59,17 @@ def same_device(**tensors: torch.Tensor | None) -> None:
     devices = {n: t.device for n, t in tensors.items() if t is not None}
     if len(set(devices.values())) > 1:
         raise ValueError(f"all tensors must be on one device, got {devices}")
+
+
+def check_out_state(out_state: torch.Tensor | None, expected: tuple, layout: str, dtype: torch.dtype) -> None:
+    """A decoding step's optional output buffer for the new state: its shape and the state's dtype."""
+    if out_state is None:
+        return
+    check_shape("out_state", out_state, expected, layout)
+    if out_state.dtype != dtype:
+        raise TypeError(f"out_state: expected dtype {dtype} (the state's dtype), got {out_state.dtype}")
+
+
+def needs_grad(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd would record an op on these tensors (the inference-only kernels then step aside)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

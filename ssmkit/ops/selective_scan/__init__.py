@@ -11,7 +11,16 @@ import importlib.util
 import torch
 
 from .._backend import away_from_triton, float64_reason, register_op, resolve_backend
-from .._checks import check_divides, check_float, check_seq_idx, check_shape, check_tensor, same_device
+from .._checks import (
+    check_divides,
+    check_float,
+    check_out_state,
+    check_seq_idx,
+    check_shape,
+    check_tensor,
+    needs_grad,
+    same_device,
+)
 from .chunked import selective_scan_chunked
 from .reference import selective_scan_ref
 from .step import selective_scan_step_torch
@@ -120,18 +129,13 @@ def selective_scan_step(
     if z_t is not None:
         check_shape("z_t", z_t, (b, d), "(b, d)")
     state_dtype = torch.float64 if u_t.dtype == torch.float64 else torch.float32
-    if out_state is not None:
-        check_shape("out_state", out_state, (b, d, n), "(b, d, n)")
-        if out_state.dtype != state_dtype:
-            raise TypeError(f"out_state: expected dtype {state_dtype} (the state's dtype), got {out_state.dtype}")
+    check_out_state(out_state, (b, d, n), "(b, d, n)", state_dtype)
     same_device(
         u_t=u_t, dt_t=dt_t, A=A, B_t=B_t, C_t=C_t, state=state, D=D, z_t=z_t, dt_bias=dt_bias, out_state=out_state
     )
     chosen = resolve_backend("selective_scan_step", backend, u_t.device)
     chosen = away_from_triton("selective_scan_step", backend, chosen, float64_reason("u_t", u_t))
-    inputs = (u_t, dt_t, A, B_t, C_t, state, D, z_t, dt_bias)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
-    if chosen == "triton" and not needs_grad and state.numel() > 0:
+    if chosen == "triton" and not needs_grad(u_t, dt_t, A, B_t, C_t, state, D, z_t, dt_bias) and state.numel():
         from .triton_step import selective_scan_step_triton
 
         return selective_scan_step_triton(u_t, dt_t, A, B_t, C_t, state, D, z_t, dt_bias, dt_softplus, out_state)

@@ -22,7 +22,16 @@ from importlib.util import find_spec
 import torch
 
 from .._backend import away_from_triton, float64_reason, register_op, resolve_backend
-from .._checks import check_divides, check_float, check_seq_idx, check_shape, check_tensor, same_device
+from .._checks import (
+    check_divides,
+    check_float,
+    check_out_state,
+    check_seq_idx,
+    check_shape,
+    check_tensor,
+    needs_grad,
+    same_device,
+)
 from ._common import DEFAULT_DT_LIMIT, segment_ids, seq_idx_from_cu_seqlens
 from .chunked import ssd_chunked
 from .quadratic import ssd_quadratic_form
@@ -245,18 +254,13 @@ def ssd_step(
     _check_float_tensor("dt_bias", dt_bias, (h,), "(h,)")
     _check_dt_limit(dt_limit)
     state_dtype = torch.float64 if x_t.dtype == torch.float64 else torch.float32
-    if out_state is not None:
-        check_shape("out_state", out_state, (b, h, p, n), "(b, h, p, n)")
-        if out_state.dtype != state_dtype:
-            raise TypeError(f"out_state: expected dtype {state_dtype} (the new state's dtype), got {out_state.dtype}")
+    check_out_state(out_state, (b, h, p, n), "(b, h, p, n)", state_dtype)
     same_device(
         x_t=x_t, dt_t=dt_t, A=A, B_t=B_t, C_t=C_t, state=state, D=D, z_t=z_t, dt_bias=dt_bias, out_state=out_state
     )
     chosen = resolve_backend("ssd_step", backend, x_t.device)
     chosen = away_from_triton("ssd_step", backend, chosen, float64_reason("x_t", x_t))
-    inputs = (x_t, dt_t, A, B_t, C_t, state, D, z_t, dt_bias)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
-    if chosen == "triton" and not needs_grad and state.numel() > 0:
+    if chosen == "triton" and not needs_grad(x_t, dt_t, A, B_t, C_t, state, D, z_t, dt_bias) and state.numel():
         from .triton_step import ssd_step_triton
 
         return ssd_step_triton(x_t, dt_t, A, B_t, C_t, state, D, z_t, dt_bias, dt_softplus, dt_limit, out_state)
