@@ -25,11 +25,15 @@ Memory (per token; D = d_model, E = d_inner = 2 D, R = dt_rank, N = d_state, s =
 
 Storing the scan's checkpoints instead of re-running its forward would cost E N / 4 B/token (16 KiB at d_model
 2048 with the scan's current 16-token tiles: nearly as much as xz and u together) plus the scan output for
-out_proj's weight gradient, so backward re-runs the conv, x_proj, dt_proj and the scan forward (the scan forward is
-about a fifth of its fwd+bwd) and then differentiates that recomputed graph; out_proj's backward is two matmuls on
-the recomputed y, with no second out_proj forward. Autocast state is captured in forward and restored for the
-recompute, so both see the same dtypes. On CPU (torch scan) a layer's fwd+bwd took 1.1x-1.4x the unfused time
-(d_model 256, b 2, L 1024, 2 threads).
+out_proj's weight gradient, so backward re-runs the forward in stages, each freed before the next, because the
+backward's peak memory is what this path is for:
+  1. the conv output xc, without a graph (nothing of the conv is held through the scan's backward);
+  2. x_proj, dt_proj and the scan with their graph, z read in place from xz (the Triton scan takes its row
+     stride); out_proj's backward by hand (two matmuls on the recomputed y); one autograd.grad to xc, z and the
+     weights; then y and the scan's graph are dropped;
+  3. the conv forward once more with its graph, and its backward from d xc.
+Autocast state is captured in forward and restored for the recompute, so both see the same dtypes. On CPU (torch
+scan) a layer's fwd+bwd took 1.1x-1.4x the unfused time (d_model 256, b 2, L 1024, 2 threads).
 """
 
 from __future__ import annotations
@@ -48,6 +52,60 @@ def ssm_inputs(xc: torch.Tensor, x_proj_weight: torch.Tensor, dt_proj_weight: to
     dt, B, C = F.linear(xc, x_proj_weight).split([rank, d_state, d_state], dim=-1)
     dt = F.linear(dt, dt_proj_weight)  # dt_proj's bias is added inside the scan, before the softplus
     return dt, B.unsqueeze(-2), C.unsqueeze(-2)
+
+
+def conv_branch(
+    xi: torch.Tensor,
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor | None,
+    *,
+    conv_state: torch.Tensor | None = None,
+    seq_idx: torch.Tensor | None = None,
+    backend: str = "auto",
+):
+    """xi (b, l, E) -> (xc = silu(causal_conv1d(xi)) (b, l, E), conv final state (b, E, w-1))."""
+    return causal_conv1d(
+        xi,
+        conv_weight,
+        conv_bias,
+        activation="silu",
+        initial_state=conv_state,
+        return_final_state=True,
+        seq_idx=seq_idx,
+        backend=backend,
+    )
+
+
+def ssm_branch(
+    xc: torch.Tensor,
+    z: torch.Tensor,
+    x_proj_weight: torch.Tensor,
+    dt_proj_weight: torch.Tensor,
+    dt_bias: torch.Tensor,
+    A_log: torch.Tensor,
+    D: torch.Tensor,
+    *,
+    ssm_state: torch.Tensor | None = None,
+    seq_idx: torch.Tensor | None = None,
+    backend: str = "auto",
+):
+    """xc, z (b, l, E) -> (y (b, l, E) before out_proj, ssm final state (b, E, N))."""
+    dt, B, C = ssm_inputs(xc, x_proj_weight, dt_proj_weight, A_log.shape[1])
+    return selective_scan(
+        xc,
+        dt,
+        -torch.exp(A_log.float()),  # (E, N)
+        B,
+        C,
+        D=D.float(),
+        z=z,
+        dt_bias=dt_bias.float(),
+        dt_softplus=True,
+        initial_state=ssm_state,
+        return_final_state=True,
+        seq_idx=seq_idx,
+        backend=backend,
+    )
 
 
 def mamba_branch(
@@ -70,31 +128,11 @@ def mamba_branch(
     conv_weight: (E, w); x_proj_weight: (R + 2N, E); dt_proj_weight: (E, R); dt_bias, D: (E,); A_log: (E, N).
     """
     xi, z = xz.chunk(2, dim=-1)  # (b, l, E) each
-    xc, conv_final = causal_conv1d(
-        xi,
-        conv_weight,
-        conv_bias,
-        activation="silu",
-        initial_state=conv_state,
-        return_final_state=True,
-        seq_idx=seq_idx,
-        backend=backend,
-    )
-    dt, B, C = ssm_inputs(xc, x_proj_weight, dt_proj_weight, A_log.shape[1])
-    y, ssm_final = selective_scan(
-        xc,
-        dt,
-        -torch.exp(A_log.float()),  # (E, N)
-        B,
-        C,
-        D=D.float(),
-        z=z,
-        dt_bias=dt_bias.float(),
-        dt_softplus=True,
-        initial_state=ssm_state,
-        return_final_state=True,
-        seq_idx=seq_idx,
-        backend=backend,
+    # z copied: the Triton scan would keep a view of all of xz for backward where a copy of z is half that
+    z = z.contiguous()
+    xc, conv_final = conv_branch(xi, conv_weight, conv_bias, conv_state=conv_state, seq_idx=seq_idx, backend=backend)
+    y, ssm_final = ssm_branch(
+        xc, z, x_proj_weight, dt_proj_weight, dt_bias, A_log, D, ssm_state=ssm_state, seq_idx=seq_idx, backend=backend
     )
     return y, conv_final, ssm_final
 
@@ -105,6 +143,17 @@ def _autocast_state(device_type: str) -> tuple[bool, torch.dtype, bool]:
         torch.get_autocast_dtype(device_type),
         torch.is_autocast_cache_enabled(),
     )
+
+
+def _leaf(t: torch.Tensor | None, need: bool) -> torch.Tensor | None:
+    return None if t is None else t.detach().requires_grad_(need)
+
+
+def _grads(outputs: torch.Tensor, inputs: list, grad_outputs: torch.Tensor) -> list:
+    """torch.autograd.grad over the inputs that are tensors needing grad; None in the other places."""
+    wanted = [t for t in inputs if t is not None and t.requires_grad]
+    got = iter(torch.autograd.grad(outputs, wanted, grad_outputs) if wanted else ())
+    return [next(got) if t is not None and t.requires_grad else None for t in inputs]
 
 
 class MambaInnerFn(torch.autograd.Function):
@@ -126,25 +175,46 @@ class MambaInnerFn(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dout):
-        *branch_in, out_w, out_b = ctx.saved_tensors
+        xz, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, out_w, out_b = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        leaves = [
-            None if t is None else t.detach().requires_grad_(need) for t, need in zip(branch_in, needs[:8], strict=True)
-        ]
+        E = xz.shape[-1] // 2
+        xz = xz.detach()
         enabled, dtype, cache = ctx.autocast
-        with torch.enable_grad(), torch.autocast(ctx.device_type, dtype=dtype, enabled=enabled, cache_enabled=cache):
-            y, _, _ = mamba_branch(*leaves, backend=ctx.backend)  # (b, l, E), with its graph
+
+        def autocast():
+            return torch.autocast(ctx.device_type, dtype=dtype, enabled=enabled, cache_enabled=cache)
+
+        # In stages, so that what each stage keeps is freed before the next (peak memory is the point here).
+        # 1. the conv output, without a graph: nothing of the conv is held through the scan's backward
+        with torch.no_grad(), autocast():
+            xc, _ = conv_branch(xz[..., :E], conv_w, conv_b, backend=ctx.backend)  # (b, l, E)
+        # 2. x_proj, dt_proj and the scan again, with their graph; z is read in place from xz
+        need_dxc = any(needs[:3])  # xz's or the conv weights' gradients go through d xc
+        xc.requires_grad_(need_dxc)
+        z = xz[..., E:].requires_grad_(needs[0])
+        ssm_weights = [_leaf(t, need) for t, need in zip((x_proj_w, dt_proj_w, dt_bias, A_log, D), needs[3:8])]
+        with torch.enable_grad(), autocast():
+            y, _ = ssm_branch(xc, z, *ssm_weights, backend=ctx.backend)  # (b, l, E)
         # out_proj's backward by hand: its matmuls ran in dout's dtype (the autocast dtype under autocast)
         dy = (dout @ out_w.to(dout.dtype)).to(y.dtype)  # (b, l, E)
-        wanted = [t for t in leaves if t is not None and t.requires_grad]
-        got = iter(torch.autograd.grad(y, wanted, dy) if wanted else ())
-        grads = [next(got) if t is not None and t.requires_grad else None for t in leaves]
+        dxc, dz, *d_ssm = _grads(y, [xc, z, *ssm_weights], dy)
         dout2 = dout.reshape(-1, dout.shape[-1])  # (b l, D)
         d_out_w = None
         if needs[8]:
-            d_out_w = (dout2.t() @ y.detach().reshape(-1, y.shape[-1]).to(dout.dtype)).to(out_w.dtype)  # (D, E)
+            d_out_w = (dout2.t() @ y.detach().reshape(-1, E).to(dout.dtype)).to(out_w.dtype)  # (D, E)
         d_out_b = dout2.sum(0).to(out_b.dtype) if out_b is not None and needs[9] else None
-        return (*grads, d_out_w, d_out_b, None)
+        del y, xc, dy
+        # 3. the conv's backward, on its forward run once more with a graph
+        dxz, d_conv = None, [None, None]
+        if need_dxc:
+            xi = xz[..., :E].requires_grad_(needs[0])
+            conv_weights = [_leaf(conv_w, needs[1]), _leaf(conv_b, needs[2])]
+            with torch.enable_grad(), autocast():
+                xc, _ = conv_branch(xi, *conv_weights, backend=ctx.backend)
+            dxi, *d_conv = _grads(xc, [xi, *conv_weights], dxc)
+            if needs[0]:
+                dxz = torch.cat([dxi, dz], dim=-1)  # (b, l, 2E)
+        return (dxz, *d_conv, *d_ssm, d_out_w, d_out_b, None)
 
 
 def mamba_inner(

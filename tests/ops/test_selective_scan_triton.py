@@ -104,6 +104,40 @@ def test_matches_reference(b, l, d, n, g, chunks, nan_outputs, monkeypatch):
 
 
 @pytest.mark.triton_interpret
+def test_deterministic_mode_sums_per_block_partials(nan_outputs, monkeypatch):
+    """Under torch.use_deterministic_algorithms dB and dC come from per-block partials (no atomics): same rule."""
+    monkeypatch.setattr(nan_outputs, "BD_BWD", 4)  # two channel blocks per group
+    was, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        compare(make_inputs(1, 21, 8, 4, 1))
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=warn)
+
+
+@pytest.mark.triton_interpret
+def test_z_view_of_xz_is_read_in_place(monkeypatch):
+    """z = xz[..., d:] (rows 2d apart) gives what a contiguous z gives, and is not copied."""
+    from ssmkit.ops.selective_scan import triton_scan
+
+    inputs = make_inputs(2, 19, 8, 4, 2)
+    xz = torch.cat([inputs["u"], inputs["z"]], dim=-1)
+    seen = []
+    apply = triton_scan._SelectiveScanFn.apply
+    monkeypatch.setattr(triton_scan._SelectiveScanFn, "apply", lambda *a: seen.append(a[6]) or apply(*a))
+    results = []
+    for z in (xz[..., 8:], inputs["z"].clone()):
+        leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inputs.items() if k != "z"}
+        z_leaf = z.detach().requires_grad_(True)  # a view keeps its strides through detach
+        y, h = selective_scan(**leaves, z=z_leaf, dt_softplus=True, return_final_state=True, backend="triton")
+        grads = torch.autograd.grad((y, h), [*leaves.values(), z_leaf], (torch.ones_like(y), torch.ones_like(h)))
+        results.append((y, h, *grads))
+    assert seen[0].stride(1) == 16 and seen[0].data_ptr() == xz[..., 8:].data_ptr()
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.triton_interpret
 def test_seq_idx_resets_inside_tiles_and_chunks(nan_outputs, monkeypatch):
     monkeypatch.setattr(nan_outputs, "TARGET_PROGRAMS", 1 << 20)
     lengths = [5, 20, 1, 14]

@@ -12,7 +12,8 @@ Per step t (everything per lane except dB, dC, which sum over channels across th
   G_t = carry + C_t dys_t,  Abar_t = exp(Delta_t A),  gd = G_t Abar_t h_{t-1}  (= dL/dAbar_t * Abar_t)
   dA += gd Delta_t,  dDelta_t = u_t (G_t . B_t) + sum_n gd A,  du_t = Delta_t (G_t . B_t) + D dys_t
   dB_t = sum_d G_t Delta_t u_t,  dC_t = sum_d dys_t h_t,  carry <- Abar_t G_t
-dB, dC are written as per-channel-block partials (b, l, d / BD, n), summed afterwards: deterministic.
+dB, dC are added up across channel blocks by fp32 atomics into (b, l, g, n), or, when torch's deterministic mode is
+on, written as per-channel-block partials (b, l, d / BD, n) and summed afterwards (1 GiB each at W1's 64K tokens).
 
 `_bwd_local_seq_kernel` gives, per chunk, its own part of dL/dH_in (the adjoint leaving its start when nothing
 arrives at its end) and its decay, for the cross-chunk combine (`_chunk_combine_kernel`, run in reverse).
@@ -29,13 +30,13 @@ from .triton_fwd import _softplus, _step_inputs, _store
 @triton.jit
 def _step_decay(
     u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, A2, b64, t, t_stop, L, offs_d, offs_n, mask_n, grp, zeros_d,
-    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, LOAD_CZ: tl.constexpr,
+    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, LOAD_CZ: tl.constexpr,
 ):  # fmt: skip
     """`_step_inputs` of step t with the decay Abar_t = exp(Delta_t A) (NP, BD) in place of keep."""
     uu, raw, dd, Bt, Ct, zz, keep = _step_inputs(
         u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t, t_stop, L, offs_d, offs_n, mask_n, grp, zeros_d,
-        D_MODEL, G, N, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, LOAD_CZ,
+        D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, LOAD_CZ,
     )  # fmt: skip
     dA = tl.exp2(dd[None, :] * A2)
     if HAS_SEQ:
@@ -49,13 +50,15 @@ def _bwd_seq_kernel(
     du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr,
     L, chunk_len, n_chunks, n_tiles,
     D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
-    TT: tl.constexpr, SUB: tl.constexpr, CARRY_MODE: tl.constexpr, HAS_Z: tl.constexpr, HAS_D: tl.constexpr,
-    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, WRITE_DH0: tl.constexpr,
+    TT: tl.constexpr, SUB: tl.constexpr, CARRY_MODE: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr,
+    WRITE_DH0: tl.constexpr, ATOMIC_BC: tl.constexpr,
 ):  # fmt: skip
     """Gradients for one chunk. CARRY_MODE: 0 none, 1 dL/dfinal_state (b, d, n), 2 per chunk (b, nc, d, n).
 
     ckpt_ptr: (b, n_tiles, d, n) states entering each tile of TT steps; scratch_ptr: (programs, TT / SUB, NP, BD);
-    dB_ptr, dC_ptr: (b, l, d / BD, n) partials; dA_ptr: (b, nc, d, n); dD_ptr, dbias_ptr: (b, nc, d).
+    dB_ptr, dC_ptr: (b, l, g, n) fp32 sums with ATOMIC_BC (zeroed by the caller), else (b, l, d / BD, n) partials;
+    dA_ptr: (b, nc, d, n); dD_ptr, dbias_ptr: (b, nc, d); z rows Z_ROW elements apart (z may be a view of xz).
     """
     pid_d = tl.program_id(0)
     pid_c = tl.program_id(1)
@@ -102,7 +105,8 @@ def _bwd_seq_kernel(
                 for j in range(0, SUB):
                     uu, _raw, dd, Bt, _Ct, _zz, dA = _step_decay(
                         u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, A2, b64, t0 + k * SUB + j, t_stop, L,
-                        offs_d, offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, False,
+                        offs_d, offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ,
+                        False,
                     )  # fmt: skip
                     h = dA * h + Bt[:, None] * (dd * uu)[None, :]
         # 2. sub-tiles last to first
@@ -114,7 +118,8 @@ def _bwd_seq_kernel(
             for j in tl.static_range(SUB):
                 uu, _raw, dd, Bt, _Ct, _zz, dA = _step_decay(
                     u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, A2, b64, ts + j, t_stop, L,
-                    offs_d, offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, False,
+                    offs_d, offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ,
+                        False,
                 )  # fmt: skip
                 h = dA * h + Bt[:, None] * (dd * uu)[None, :]
                 hs = tl.where(sidx == j, h[None, :, :], hs)  # static slot: a register move
@@ -123,7 +128,8 @@ def _bwd_seq_kernel(
                 t = ts + j
                 uu, raw, dd, Bt, Ct, zz, dA = _step_decay(
                     u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, A2, b64, t, t_stop, L,
-                    offs_d, offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, True,
+                    offs_d, offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ,
+                    True,
                 )  # fmt: skip
                 ok_d = (zeros_d + t) < t_stop  # (BD,)
                 ok_n = (offs_n * 0 + t < t_stop) & mask_n  # (NP,)
@@ -154,9 +160,16 @@ def _bwd_seq_kernel(
                 dbias_acc += ddt
                 _store(du_ptr, row * D_MODEL + offs_d, du, ok_d)
                 _store(ddt_ptr, row * D_MODEL + offs_d, ddt, ok_d)
-                part = (row * n_blk + pid_d) * N + offs_n  # (NP,) into (b, l, d / BD, n)
-                tl.store(dB_ptr + part, tl.sum(Gt * (dd * uu)[None, :], axis=1), mask=ok_n)
-                tl.store(dC_ptr + part, tl.sum(h_t * dys[None, :], axis=1), mask=ok_n)
+                dB_t = tl.sum(Gt * (dd * uu)[None, :], axis=1)  # (NP,): this block's channels
+                dC_t = tl.sum(h_t * dys[None, :], axis=1)
+                if ATOMIC_BC:
+                    part = (row * G + grp) * N + offs_n  # (NP,) into (b, l, g, n)
+                    tl.atomic_add(dB_ptr + part, dB_t, mask=ok_n, sem="relaxed")
+                    tl.atomic_add(dC_ptr + part, dC_t, mask=ok_n, sem="relaxed")
+                else:
+                    part = (row * n_blk + pid_d) * N + offs_n  # (NP,) into (b, l, d / BD, n)
+                    tl.store(dB_ptr + part, dB_t, mask=ok_n)
+                    tl.store(dC_ptr + part, dC_t, mask=ok_n)
                 carry = dA * Gt
     out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_nd
     tl.store(dA_ptr + out, dA_acc, mask=mask_nd)
@@ -175,7 +188,7 @@ def _bwd_local_seq_kernel(
     dt_ptr, z_ptr, C_ptr, A_ptr, bias_ptr, seq_ptr, dy_ptr, Lc_ptr, dec_ptr,
     L, chunk_len, n_chunks,
     D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
-    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr,
+    Z_ROW: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr,
 ):  # fmt: skip
     """Chunk c's own part of dL/dH_in[c] (lam = Abar_t (lam + C_t dys_t), t from the end) and its decay Dec_c."""
     pid_d = tl.program_id(0)
@@ -207,7 +220,7 @@ def _bwd_local_seq_kernel(
             dd = _softplus(dd)
         dys = tl.load(dy_ptr + row * D_MODEL + offs_d).to(tl.float32)
         if HAS_Z:
-            zz = tl.load(z_ptr + row * D_MODEL + offs_d).to(tl.float32)
+            zz = tl.load(z_ptr + row * Z_ROW + offs_d).to(tl.float32)
             dys = dys * zz * tl.sigmoid(zz)
         Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
         dA = tl.exp2(dd[None, :] * A2)

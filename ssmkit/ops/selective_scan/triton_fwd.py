@@ -74,8 +74,9 @@ def _fwd_seq_kernel(
     S_ptr, dec_ptr,
     L, chunk_len, n_chunks, n_tiles,
     D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
-    TT: tl.constexpr, H0_MODE: tl.constexpr, HAS_Z: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, WRITE_CKPT: tl.constexpr, LOCAL: tl.constexpr,
+    TT: tl.constexpr, H0_MODE: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr, HAS_D: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, WRITE_CKPT: tl.constexpr,
+    LOCAL: tl.constexpr,
 ):  # fmt: skip
     """The forward as a plain recurrence: one channel per thread, its n states in registers, TT steps unrolled.
 
@@ -113,7 +114,7 @@ def _fwd_seq_kernel(
     # inputs as far as the compiler knows, so it would not issue later loads early by itself
     uu_n, _raw, dd_n, Bt_n, Ct_n, zz_n, keep_n = _step_inputs(
         u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t_start, t_stop, L, offs_d, offs_n, mask_n, grp,
-        zeros_d, D_MODEL, G, N, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, not LOCAL,
+        zeros_d, D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, not LOCAL,
     )  # fmt: skip
     for t0 in range(t_start, t_stop, TT):
         if WRITE_CKPT:
@@ -123,7 +124,7 @@ def _fwd_seq_kernel(
             uu, dd, Bt, Ct, zz, keep = uu_n, dd_n, Bt_n, Ct_n, zz_n, keep_n
             uu_n, _raw, dd_n, Bt_n, Ct_n, zz_n, keep_n = _step_inputs(
                 u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t + 1, t_stop, L, offs_d, offs_n, mask_n,
-                grp, zeros_d, D_MODEL, G, N, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, not LOCAL,
+                grp, zeros_d, D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, not LOCAL,
             )  # fmt: skip
             dA = tl.exp2(dd[None, :] * A2)  # (NP, BD)
             if HAS_SEQ:
@@ -151,8 +152,8 @@ def _fwd_seq_kernel(
 @triton.jit
 def _step_inputs(
     u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t, t_stop, L, offs_d, offs_n, mask_n, grp, zeros_d,
-    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, LOAD_CZ: tl.constexpr,
+    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, LOAD_CZ: tl.constexpr,
 ):  # fmt: skip
     """Step t's u, raw dt (+ bias), Delta, B, C, z, (BD,) / (NP,) in fp32, and keep (1.0, or 0.0 where seq_idx
     changes at t > 0). C and z are loaded only with LOAD_CZ (else zeros).
@@ -176,7 +177,7 @@ def _step_inputs(
     if LOAD_CZ:
         Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
         if HAS_Z:
-            zz = tl.load(z_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+            zz = tl.load(z_ptr + row * Z_ROW + offs_d, mask=ok_d, other=0.0).to(tl.float32)
     keep = tl.zeros_like(uu) + 1.0
     if HAS_SEQ:
         cur = tl.load(seq_ptr + row + zeros_d, mask=ok_d, other=0)

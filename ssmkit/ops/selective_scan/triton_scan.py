@@ -2,7 +2,8 @@
 
 Memory: besides the inputs, the forward keeps one fp32 (d, n) state per tile of TT steps for the backward
 (b * l / TT * d * n * 4 bytes: 1 GiB at 64K tokens, d = 4096, n = 16, TT = 16) and never a (b, l, d, n) tensor;
-the backward adds dB, dC partials per block of channels, (b, l, d / BD_BWD, n) fp32 each, summed in torch.
+the backward adds dB, dC sums (b, l, g, n) fp32 (per block of channels, (b, l, d / BD_BWD, n) fp32 each, under
+torch.use_deterministic_algorithms). z may be a view with evenly spaced rows (xz[..., d:]): it is not copied.
 Chunking (how many pieces the sequence is cut into) depends only on how many programs b * d / BD already gives.
 """
 
@@ -50,6 +51,7 @@ def _chunking(b: int, l: int, blocks: int) -> tuple[int, int]:
 
 def _flags(D, z, dt_bias, seq_idx, dt_softplus):
     return dict(
+        Z_ROW=z.stride(1) if z is not None else 0,
         HAS_Z=z is not None,
         HAS_BIAS=dt_bias is not None,
         SOFTPLUS=bool(dt_softplus),
@@ -141,8 +143,13 @@ def scan_bwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfin
     du = _empty(b, l, d, dtype=u.dtype, device=dev)
     ddt = _empty(b, l, d, dtype=dt.dtype, device=dev)
     dz = _empty(b, l, d, dtype=z.dtype, device=dev) if z is not None else dummy
-    dB_part = _empty(b, l, blocks, n, dtype=f32, device=dev)
-    dC_part = _empty(b, l, blocks, n, dtype=f32, device=dev)
+    atomic = not torch.are_deterministic_algorithms_enabled()
+    if atomic:  # summed over channel blocks in the kernel
+        dB_acc = torch.zeros(b, l, g, n, dtype=f32, device=dev)
+        dC_acc = torch.zeros(b, l, g, n, dtype=f32, device=dev)
+    else:  # one partial per channel block, summed below in a fixed order
+        dB_acc = _empty(b, l, blocks, n, dtype=f32, device=dev)
+        dC_acc = _empty(b, l, blocks, n, dtype=f32, device=dev)
     dA_part = _empty(b, nc, d, n, dtype=f32, device=dev)
     dD_part = _empty(b, nc, d, dtype=f32, device=dev) if has_D else dummy
     dbias_part = _empty(b, nc, d, dtype=f32, device=dev) if dt_bias is not None else dummy
@@ -150,13 +157,15 @@ def scan_bwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfin
     scratch = torch.empty(b * nc * blocks * (TT // SUB) * NP * BD, dtype=f32, device=dev)
     _bwd_seq_kernel[grid](
         u, dt, zp, B, C, A, D if has_D else dummy, bias, seq, ckpt, dy, carry, scratch,
-        du, ddt, dz, dB_part, dC_part, dA_part, dD_part, dbias_part, dh0,
+        du, ddt, dz, dB_acc, dC_acc, dA_part, dD_part, dbias_part, dh0,
         l, chunk_len, nc, n_tiles,
         **dims, TT=TT, SUB=SUB, CARRY_MODE=carry_mode, HAS_D=has_D, **flags, WRITE_DH0=need_dh0,
-        num_warps=warps,
+        ATOMIC_BC=atomic, num_warps=warps,
     )  # fmt: skip
-    dB = dB_part.view(b, l, g, blocks // g, n).sum(3).to(B.dtype)
-    dC = dC_part.view(b, l, g, blocks // g, n).sum(3).to(C.dtype)
+    if not atomic:
+        dB_acc = dB_acc.view(b, l, g, blocks // g, n).sum(3)
+        dC_acc = dC_acc.view(b, l, g, blocks // g, n).sum(3)
+    dB, dC = dB_acc.to(B.dtype), dC_acc.to(C.dtype)
     dA = dA_part.sum((0, 1)).to(A.dtype)
     dD = dD_part.sum((0, 1)).to(D.dtype) if has_D else None
     dbias = dbias_part.sum((0, 1)).to(dt_bias.dtype) if dt_bias is not None else None
@@ -196,7 +205,17 @@ def _contiguous(t):
     return None if t is None else t.contiguous()
 
 
+def _rows(z):
+    """z as it is when its rows are evenly spaced with contiguous channels (z = xz[..., d:], a view of in_proj's
+    output, is not copied: the kernels take z's row stride), else a contiguous copy."""
+    if z is None or (z.stride(2) == 1 and z.stride(0) == z.shape[1] * z.stride(1)):
+        return z
+    return z.contiguous()
+
+
 def selective_scan_triton(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx):
     """Same arguments and results as `selective_scan_ref`: (y in u's dtype, final state (b, d, n) fp32)."""
-    args = [_contiguous(t) for t in (u, dt, A, B, C, D, z, dt_bias, initial_state, seq_idx)]
-    return _SelectiveScanFn.apply(*args, bool(dt_softplus))
+    u, dt, A, B, C, D, dt_bias, initial_state, seq_idx = [
+        _contiguous(t) for t in (u, dt, A, B, C, D, dt_bias, initial_state, seq_idx)
+    ]
+    return _SelectiveScanFn.apply(u, dt, A, B, C, D, _rows(z), dt_bias, initial_state, seq_idx, bool(dt_softplus))
