@@ -43,10 +43,12 @@ def _block(build, mode: str, returns_tuple: bool):
     return setup
 
 
-def _ssmkit_builder(kind: str):
-    from ...layers.mamba import Mamba
+def _ssmkit_builder(kind: str, **config):
+    from ...layers.mamba import Mamba, MambaConfig
     from ...layers.mamba2 import Mamba2
 
+    if kind == "Mamba" and config:
+        return lambda device: Mamba(D_MODEL, MambaConfig(**config), device=device, dtype=torch.bfloat16)
     cls = {"Mamba": Mamba, "Mamba2": Mamba2}[kind]
     return lambda device: cls(D_MODEL, device=device, dtype=torch.bfloat16)
 
@@ -89,6 +91,19 @@ def cases(peers: GpuPeers) -> list[Case]:
                     **shared,
                 )
             )
+            if kind == "Mamba" and mode == "fwd+bwd":
+                # the default trains through the fused path (less kept per layer, its forward run twice); one
+                # block alone peaks about as high either way, so the plain ops are on record too
+                plain = _ssmkit_builder(kind, fused=False)
+                out.append(
+                    Case(
+                        impl=f"ssmkit {kind} unfused",
+                        setup=_block(lambda plain=plain: plain(device=common.DEVICE), mode, returns_tuple=True),
+                        target_ms=TARGET_MS.get((kind, mode)),
+                        note=f"ssmkit.layers.{kind}(2048, MambaConfig(fused=False)) (auto: {ours_auto})",
+                        **shared,
+                    )
+                )
             build_peer = None
             if peer_cls is not None:
 

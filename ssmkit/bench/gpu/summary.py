@@ -12,6 +12,9 @@ def _peak(rows: list[dict], impl: str) -> float | None:
     return None
 
 
+# mamba_ssm's block fwd+bwd peak in the guide's H200 run (W6), for runs where its module cannot be built
+GUIDE_PEAK_GIB = {"Mamba": 5.98, "Mamba2": 6.98}
+
 # the guide's targets that compare two implementations rather than a time
 CROSSOVER_TARGET = {("W2", "ssmkit triton"): "target: faster than W3 attention from L = 2048 on"}
 RATIO_TARGET = {
@@ -41,11 +44,15 @@ def summarize(rows: list[dict]) -> list[str]:
         target = RATIO_TARGET.get((workload, peer))
         lines += [f"{line} ({target})" if target else line for line in ratio_lines(rows, workload, ours, peer)]
     for kind in ("Mamba", "Mamba2"):
-        ours, theirs = _peak(rows, f"ssmkit {kind}"), _peak(rows, f"mamba_ssm {kind}")
-        if ours is not None and theirs is not None:
-            verdict = "met" if ours <= theirs else "not met"
-            lines.append(
-                f"W6 {kind} fwd+bwd peak memory: ssmkit {ours} GiB, mamba_ssm {theirs} GiB "
-                f"(target: no more than mamba_ssm's): {verdict}"
-            )
+        theirs, source = _peak(rows, f"mamba_ssm {kind}"), "mamba_ssm"
+        if theirs is None:  # not measurable in this run: the guide's H200 figure
+            theirs, source = GUIDE_PEAK_GIB[kind], "mamba_ssm (guide's H200 run)"
+        for impl in (f"ssmkit {kind}", f"ssmkit {kind} unfused"):
+            ours = _peak(rows, impl)
+            if ours is not None:
+                verdict = "met" if ours <= theirs else "not met"
+                lines.append(
+                    f"W6 {kind} fwd+bwd peak memory: {impl} {ours} GiB, {source} {theirs} GiB "
+                    f"(target: no more than mamba_ssm's): {verdict}"
+                )
     return lines
