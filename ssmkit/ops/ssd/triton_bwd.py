@@ -1,15 +1,20 @@
 """SSD Triton backward of the chunk outputs and chunk states (stages 1, 2 and 4), per chunk.
 
-With dy = d out * silu(z), M_ts = exp(cum_t - cum_s) (C_t . B_s) for s <= t, xdt_s = dt_s x_s and dE = d of the
-state after the chunk (from triton_state's reverse pass), w_s = exp(cum_last - cum_s):
+With dy = d out * silu(z), CB_ts = C_t . B_s (triton_cb), L_ts = exp(cum_t - cum_s) for s <= t (same segment),
+xdt_s = dt_s x_s, dE = d of the state after the chunk and S_in = the state entering it (triton_state),
+w_s = exp(cum_last - cum_s), e_t = exp(cum_t):
 
-    d xdt_s = sum_{t >= s} M_ts dy_t + w_s B_s dE^T          dx_s = dt_s d xdt_s + D dy_s,  d dt_s = <x_s, d xdt_s>
-    dB_s    = sum_{t >= s} (dy_t . xdt_s) L_ts C_t + w_s dE^T xdt_s
-    dC_t    = sum_{s <= t} (dy_t . xdt_s) L_ts B_s + exp(cum_t) dy_t S_in
-    d cum_t = sum_s W_ts - sum_s W_st + (terms of the entering state and of w),   W_ts = (dy_t . xdt_s) M_ts
+    d xdt_s = sum_{t >= s} CB_ts L_ts dy_t + w_s B_s dE^T     dx_s = dt_s d xdt_s + D dy_s,  d dt_s = <x_s, d xdt_s>
+    dCB_ts  = sum_{heads of the group} (dy_t . x_s) dt_s L_ts                         (one (Q, Q) per group)
+    dB_s    = sum_t dCB_ts C_t + sum_heads w_s dt_s x_s dE        dC_t = sum_s dCB_ts B_s + sum_heads e_t dy_t S_in
+    d a_u   = sum_{s < u <= t} W_ts,  W_ts = (dy_t . x_s) dt_s L_ts CB_ts        (a_u = dt_u A, per head)
+              + sum_{s < u} w_s dt_s <x_s, B_s dE^T>,      d cum_t += e_t <dy_t S_in, C_t>
 
-Two kernels, one by rows s (dx, dB, d dt) and one by rows t (dC). B and C are shared by the h/g heads of a group:
-one program loops over those heads and writes dB / dC once, with no atomics (deterministic).
+Three kernels: per group over tile pairs (t-block, s-block) looping over the group's heads (dCB and the d a
+rectangle pieces), per head by rows s (dx, d dt, the state's d a term, dD), and per group by rows (dB, dC, the
+entering state's d cum). Every output is written once or as partial sums added after: no atomics (deterministic).
+d a is summed over the rectangle s < u <= t directly (per tile pair: prefix and suffix sums of its column and row
+sums), not as a running sum of row sums minus column sums, which cancel badly in fp32.
 """
 
 from __future__ import annotations
@@ -18,278 +23,334 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_state import _chunk_segments, _dot, _dot32, upcast_dots
+from .triton_cb import _pair
+from .triton_state import _chunk_segments, _dot, _dot32, _round_to, upcast_dots
 
-# launch settings of the two kernels (None: Triton's default), settable by benchmarks
-BLOCK_S = 32  # rows s (or t) per program, at most the chunk (H200, W2: 32 took 29.7 ms fwd+bwd, 64 took 43.9)
-NUM_WARPS = None
-NUM_STAGES = None
-
-
-@triton.jit
-def _xdy(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr, DY32: tl.constexpr):
-    """x against dy: dy is fp32 when it carries the silu(z) gate (DY32), else x's dtype."""
-    if DY32:  # noqa: SIM108 (a constexpr branch: only the taken side is compiled)
-        out = _dot32(a, b, PREC)
-    else:
-        out = _dot(a, b, PREC, UPCAST)
-    return out
+# launch settings, settable by benchmarks: rows per program, and num_warps / num_stages per kernel (empty:
+# Triton's defaults)
+BLOCK_T = 64  # tile of the dCB kernel
+BLOCK_S = 64  # rows s of the dx kernel
+BLOCK_R = 64  # rows of the dB / dC kernel
+BLOCK_N = 64  # state columns of the dB / dC kernel
+LAUNCH = {"dcb": {}, "dx": {}, "dbc": {}}
 
 
 @triton.jit
-def _bwd_dx_db_kernel(
-    x_ptr, B_ptr, C_ptr, dy_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, dend_ptr, D_ptr,
-    dx_ptr, dB_ptr, ddt_ptr, da_ptr, dD_ptr, wtot_ptr,
-    l, h, p, n, Lp, hg, g,
-    sx_b, sx_l, sx_h, sx_p, sB_b, sB_l, sB_g, sB_n, sC_b, sC_l, sC_g, sC_n, sy_b, sy_l, sy_h, sy_p,
-    sdx_b, sdx_l, sdx_h, sdx_p, sdB_b, sdB_l, sdB_g, sdB_n, sD_h, sD_p,
-    Q: tl.constexpr, BS: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
-    DY32: tl.constexpr,
+def _log_decay(cum_ptr, cumlo_ptr, at_t, at_s, CUM_LO: tl.constexpr):
+    """(len t, len s) -> cum_t - cum_s (BT, BS), fp32; with CUM_LO the low parts too."""
+    diff = tl.load(cum_ptr + at_t)[:, None] - tl.load(cum_ptr + at_s)[None, :]
+    if CUM_LO:
+        diff += tl.load(cumlo_ptr + at_t)[:, None] - tl.load(cumlo_ptr + at_s)[None, :]
+    return diff
+
+
+@triton.jit
+def _bwd_dcb_kernel(
+    x_ptr, dy_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, cb_ptr, dcb_ptr, part_ptr,
+    l, h, p, Lp, hg, g,
+    sx_b, sx_l, sx_h, sx_p, sy_b, sy_l, sy_h, sy_p,
+    Q: tl.constexpr, BT: tl.constexpr, BP: tl.constexpr,
+    HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
-    pid_bcg, pid_s = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    pid_bcg = tl.program_id(0).to(tl.int64)
+    tau, sig = _pair(tl.program_id(1))
+    NB: tl.constexpr = Q // BT
     nc = Lp // Q
     gi = pid_bcg % g
-    bi, ci = (pid_bcg // g) // nc, (pid_bcg // g) % nc
-    n_sblocks = tl.num_programs(1)
+    bc = pid_bcg // g
+    bi, ci = bc // nc, bc % nc
+    i = tl.arange(0, BT)
+    lt, ls = tau * BT + i, sig * BT + i
+    rt, rs = ci * Q + lt, ci * Q + ls
+    rp = tl.arange(0, BP)
+    pmask = rp < p
+    tile = pid_bcg * Q * Q + lt[:, None] * Q + ls[None, :]
+    causal = lt[:, None] >= ls[None, :]
+    cb = tl.load(cb_ptr + tile, mask=causal, other=0.0)
+    if HAS_SEG:
+        causal &= tl.load(seg_ptr + bi * Lp + rt)[:, None] == tl.load(seg_ptr + bi * Lp + rs)[None, :]
+    on_diagonal = tau == sig
+    dcb = tl.zeros((BT, BT), dtype=tl.float32)
+    for j in range(hg):
+        hi = gi * hg + j
+        row = (bi * h + hi) * Lp
+        dyt = tl.load(
+            dy_ptr + bi * sy_b + rt[:, None] * sy_l + hi * sy_h + rp[None, :] * sy_p,
+            mask=(rt < l)[:, None] & pmask[None, :],
+            other=0.0,
+        )  # (BT, BP)
+        xs = tl.load(
+            x_ptr + bi * sx_b + rs[:, None] * sx_l + hi * sx_h + rp[None, :] * sx_p,
+            mask=(rs < l)[:, None] & pmask[None, :],
+            other=0.0,
+        )  # (BS, BP)
+        diff = _log_decay(cum_ptr, cumlo_ptr, row + rt, row + rs, CUM_LO)
+        # masked before exp: above the diagonal the exponent can be large and positive
+        G = _dot(dyt, tl.trans(xs.to(dyt.dtype)), PREC, UPCAST) * tl.exp(tl.where(causal, diff, float("-inf")))
+        G *= tl.load(dtp_ptr + row + rs)[None, :]  # (BT, BS): (dy_t . x_s) dt_s L_ts
+        dcb += G
+        W = G * cb
+        # d a_u over s < u <= t, the part in this tile pair, stored at part[tau', sigma', u] of this head:
+        # diagonal: sum_{t >= u} sum_{s < u} W_ts at [tau, tau]; below it, u in the s-block: prefix over s of the
+        # column sums at [tau, sigma]; u in the t-block: suffix over t of the row sums at [sigma, tau]
+        part = part_ptr + ((bi * h + hi) * nc + ci) * NB * NB * BT
+        P = tl.cumsum(W, axis=1) - W
+        diag = tl.sum(tl.where(lt[:, None] >= ls[None, :], P, 0.0), axis=0)
+        col = tl.sum(W, axis=0)
+        tl.store(part + (tau * NB + sig) * BT + i, tl.where(on_diagonal, diag, tl.cumsum(col, axis=0) - col))
+        rsum = tl.sum(W, axis=1)
+        # on the diagonal both slots are [tau, tau]: the same values go there twice
+        tl.store(part + (sig * NB + tau) * BT + i, tl.where(on_diagonal, diag, tl.cumsum(rsum, axis=0, reverse=True)))
+    tl.store(dcb_ptr + tile, dcb)
+
+
+@triton.jit
+def _bwd_dx_kernel(
+    x_ptr, B_ptr, dy_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, cb_ptr, dend_ptr, D_ptr,
+    dx_ptr, ddt_ptr, wterm_ptr, dD_ptr,
+    l, h, p, n, Lp, hg,
+    sx_b, sx_l, sx_h, sx_p, sB_b, sB_l, sB_g, sB_n, sy_b, sy_l, sy_h, sy_p, sdx_b, sdx_l, sdx_h, sdx_p, sD_h, sD_p,
+    Q: tl.constexpr, BS: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    pid_bch, pid_s = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    nc = Lp // Q
+    hi = pid_bch % h
+    bc = pid_bch // h
+    bi, ci = bc // nc, bc % nc
+    gi = hi // hg
+    row = (bi * h + hi) * Lp
     ls = pid_s * BS + tl.arange(0, BS)
     rs = ci * Q + ls
     rp, rn = tl.arange(0, BP), tl.arange(0, BN)
     smask, pmask, nmask = rs < l, rp < p, rn < n
     sp_mask = smask[:, None] & pmask[None, :]
+    xs = tl.load(x_ptr + bi * sx_b + rs[:, None] * sx_l + hi * sx_h + rp[None, :] * sx_p, mask=sp_mask, other=0.0)
+    dys = tl.load(dy_ptr + bi * sy_b + rs[:, None] * sy_l + hi * sy_h + rp[None, :] * sy_p, mask=sp_mask, other=0.0)
+    if HAS_SEG:
+        seg_s = tl.load(seg_ptr + bi * Lp + rs)
+        seg_last, _ = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
 
+    # sum_{t >= s} CB_ts L_ts dy_t, by blocks of t at or after this block
+    cum_s = tl.load(cum_ptr + row + rs)
+    if CUM_LO:
+        lo_s = tl.load(cumlo_ptr + row + rs)
+    acc = tl.zeros((BS, BP), dtype=tl.float32)
+    cb_col = cb_ptr + (bc * (h // hg) + gi) * Q * Q + ls[:, None]
+    for k in range(pid_s * BS, Q, BS):
+        lt = k + tl.arange(0, BS)
+        rt = ci * Q + lt
+        causal = lt[None, :] >= ls[:, None]  # (BS, BT)
+        cbT = tl.load(cb_col + lt[None, :] * Q, mask=causal, other=0.0)
+        if HAS_SEG:
+            causal &= tl.load(seg_ptr + bi * Lp + rt)[None, :] == seg_s[:, None]
+        diffT = tl.load(cum_ptr + row + rt)[None, :] - cum_s[:, None]  # (BS, BT): cum_t - cum_s
+        if CUM_LO:
+            diffT += tl.load(cumlo_ptr + row + rt)[None, :] - lo_s[:, None]
+        dyt = tl.load(
+            dy_ptr + bi * sy_b + rt[:, None] * sy_l + hi * sy_h + rp[None, :] * sy_p,
+            mask=(rt < l)[:, None] & pmask[None, :],
+            other=0.0,
+        )  # (BT, BP)
+        MT = cbT * tl.exp(tl.where(causal, diffT, float("-inf")))
+        # tf32 with 16-bit inputs: rounding MT to bf16 sums up in d dt_bias past the tolerance rule
+        acc += _dot32(MT, dyt, PREC)  # dy fp32 (with the silu(z) gate): tf32, else x's dtype
+
+    # the state after the chunk: w_s B_s dE^T, w_s = exp(cum_last - cum_s) for the chunk's last segment
+    last = row + ci * Q + Q - 1
+    log_w = tl.load(cum_ptr + last) - cum_s
+    if CUM_LO:
+        log_w += tl.load(cumlo_ptr + last) - lo_s
+    w = tl.exp(log_w)
+    if HAS_SEG:
+        w = tl.where(seg_s == seg_last, w, 0.0)
     Bs = tl.load(
         B_ptr + bi * sB_b + rs[:, None] * sB_l + gi * sB_g + rn[None, :] * sB_n,
         mask=smask[:, None] & nmask[None, :],
         other=0.0,
     )  # (BS, BN)
-    if HAS_SEG:
-        seg_s = tl.load(seg_ptr + bi * Lp + rs)
-        seg_last, _ = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
-    dB = tl.zeros((BS, BN), dtype=tl.float32)
-    for j in range(hg):
-        hi = gi * hg + j
-        row = (bi * h + hi) * Lp
-        cum_s = tl.load(cum_ptr + row + rs)
-        if CUM_LO:
-            lo_s = tl.load(cumlo_ptr + row + rs)
-        dt_s = tl.load(dtp_ptr + row + rs)
-        xs = tl.load(x_ptr + bi * sx_b + rs[:, None] * sx_l + hi * sx_h + rp[None, :] * sx_p, mask=sp_mask, other=0.0)
-        dys = tl.load(dy_ptr + bi * sy_b + rs[:, None] * sy_l + hi * sy_h + rp[None, :] * sy_p, mask=sp_mask, other=0.0)
-        xs_in, xs = xs, xs.to(tl.float32)
-        dxdt = tl.zeros((BS, BP), dtype=tl.float32)
-        da = tl.zeros((BS,), dtype=tl.float32)
-        col = tl.zeros((BS,), dtype=tl.float32)
-        for k in range(pid_s * BS, Q, BS):
-            lt = k + tl.arange(0, BS)
-            rt = ci * Q + lt
-            tmask = rt < l
-            Ct = tl.load(
-                C_ptr + bi * sC_b + rt[:, None] * sC_l + gi * sC_g + rn[None, :] * sC_n,
-                mask=tmask[:, None] & nmask[None, :],
-                other=0.0,
-            )  # (BT, BN)
-            dyt = tl.load(
-                dy_ptr + bi * sy_b + rt[:, None] * sy_l + hi * sy_h + rp[None, :] * sy_p,
-                mask=tmask[:, None] & pmask[None, :],
-                other=0.0,
-            )  # (BT, BP)
-            diff = tl.load(cum_ptr + row + rt)[None, :] - cum_s[:, None]  # (BS, BT): cum_t - cum_s
-            if CUM_LO:
-                diff += tl.load(cumlo_ptr + row + rt)[None, :] - lo_s[:, None]
-            causal = lt[None, :] >= ls[:, None]
-            if HAS_SEG:
-                causal = causal & (tl.load(seg_ptr + bi * Lp + rt)[None, :] == seg_s[:, None])
-            LT = tl.exp(tl.where(causal, diff, float("-inf")))  # (BS, BT)
-            cbT = _dot(Bs, tl.trans(Ct.to(Bs.dtype)), PREC, UPCAST)  # (BS, BT): B_s . C_t
-            MT = cbT * LT
-            dxdt += _dot32(MT, dyt, PREC)
-            dLC = _xdy(xs_in, tl.trans(dyt), PREC, UPCAST, DY32) * (dt_s[:, None] * LT)  # (BS, BT): (dy_t . xdt_s) L_ts
-            dB += _dot32(dLC, Ct, PREC)
-            WT = dLC * cbT  # (BS, BT): W^T
-            # the diagonal tile: d a_u += sum_{s < u <= t} W_ts, an exclusive prefix over s, then t >= u; a later
-            # tile: its column sums (arithmetic on a scalar condition: no branch inside the loop)
-            on_diagonal = k == pid_s * BS
-            PT = tl.cumsum(WT, axis=0) - WT
-            da += tl.where(on_diagonal, tl.sum(tl.where(lt[None, :] >= ls[:, None], PT, 0.0), axis=1), 0.0)
-            col += tl.where(on_diagonal, 0.0, tl.sum(WT, axis=1))
-        # tiles with t in a later block: every s < u in this block
-        da += tl.cumsum(col, axis=0) - col
-        # the state after the chunk: w_s = exp(cum_last - cum_s) for the chunk's last segment
-        last = row + ci * Q + Q - 1
-        log_w = tl.load(cum_ptr + last) - cum_s
-        if CUM_LO:
-            log_w += tl.load(cumlo_ptr + last) - lo_s
-        w = tl.exp(log_w)
-        if HAS_SEG:
-            w = tl.where(seg_s == seg_last, w, 0.0)
-        # d_end (p, n) of this head and chunk
-        dE = tl.load(
-            dend_ptr + ((bi * nc + ci) * h + hi) * p * n + rp[:, None] * n + rn[None, :],
-            mask=pmask[:, None] & nmask[None, :],
-            other=0.0,
-        )  # (BP, BN)
-        BdE = _dot32(Bs, tl.trans(dE), PREC)  # (BS, BP)
-        w_term = w * dt_s * tl.sum(xs * BdE, axis=1)  # (BS,)
-        da += tl.cumsum(w_term, axis=0) - w_term  # w_s reaches a_u for s < u <= last
-        tl.store(wtot_ptr + ((bi * h + hi) * nc + ci) * n_sblocks + pid_s, tl.sum(w_term))
-        dxdt += w[:, None] * BdE
-        dB += (w * dt_s)[:, None] * _dot32(xs_in, dE, PREC)
-
-        dx = dxdt * dt_s[:, None]
+    dE = tl.load(
+        dend_ptr + (bc * h + hi) * p * n + rp[None, :] * n + rn[:, None],
+        mask=nmask[:, None] & pmask[None, :],
+        other=0.0,
+    )  # (BN, BP): dE^T
+    BdE = _dot32(Bs, dE, PREC)  # (BS, BP)
+    dt_s = tl.load(dtp_ptr + row + rs)
+    xsf = xs.to(tl.float32)
+    tl.store(wterm_ptr + row + rs, w * dt_s * tl.sum(xsf * BdE, axis=1))  # reaches a_u for s < u <= last
+    dxdt = acc + w[:, None] * BdE
+    dx = dxdt * dt_s[:, None]
+    if HAS_D:
         dysf = dys.to(tl.float32)
-        if HAS_D:
-            D = tl.load(D_ptr + hi * sD_h + rp * sD_p, mask=pmask, other=0.0).to(tl.float32)
-            dx += dysf * D[None, :]
-            part = ((bi * nc + ci) * n_sblocks + pid_s) * h + hi
-            tl.store(dD_ptr + part * BP + rp, tl.sum(dysf * xs, axis=0))
-        dx_at = bi * sdx_b + rs[:, None] * sdx_l + hi * sdx_h + rp[None, :] * sdx_p
-        tl.store(dx_ptr + dx_at, dx.to(dx_ptr.dtype.element_ty), mask=sp_mask)
-        tl.store(ddt_ptr + row + rs, tl.sum(xs * dxdt, axis=1))
-        tl.store(da_ptr + row + rs, da)
-    dB_at = bi * sdB_b + rs[:, None] * sdB_l + gi * sdB_g + rn[None, :] * sdB_n
-    tl.store(dB_ptr + dB_at, dB.to(dB_ptr.dtype.element_ty), mask=smask[:, None] & nmask[None, :])
+        D = tl.load(D_ptr + hi * sD_h + rp * sD_p, mask=pmask, other=0.0).to(tl.float32)
+        dx += dysf * D[None, :]
+        tl.store(dD_ptr + ((bc * tl.num_programs(1) + pid_s) * h + hi) * BP + rp, tl.sum(dysf * xsf, axis=0))
+    dx_at = bi * sdx_b + rs[:, None] * sdx_l + hi * sdx_h + rp[None, :] * sdx_p
+    tl.store(dx_ptr + dx_at, _round_to(dx, dx_ptr.dtype.element_ty, UPCAST), mask=sp_mask)
+    tl.store(ddt_ptr + row + rs, tl.sum(xsf * dxdt, axis=1))
 
 
 @triton.jit
-def _bwd_dc_kernel(
-    x_ptr, B_ptr, C_ptr, dy_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, enter_ptr, dC_ptr, dcum_ptr, da_ptr, T_ptr,
-    l, h, p, n, Lp, hg, g,
+def _bwd_dbc_kernel(
+    x_ptr, B_ptr, C_ptr, dy_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, dcb_ptr, enter_ptr, dend_ptr,
+    dB_ptr, dC_ptr, dcum_ptr,
+    l, h, p, n, Lp, hg, g, bhl,
     sx_b, sx_l, sx_h, sx_p, sB_b, sB_l, sB_g, sB_n, sC_b, sC_l, sC_g, sC_n, sy_b, sy_l, sy_h, sy_p,
-    sdC_b, sdC_l, sdC_g, sdC_n,
-    Q: tl.constexpr, BT: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    sdB_b, sdB_l, sdB_g, sdB_n, sdC_b, sdC_l, sdC_g, sdC_n,
+    Q: tl.constexpr, BR: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
     HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
-    DY32: tl.constexpr,
 ):  # fmt: skip
-    pid_bcg, pid_t = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    n_nblocks = tl.cdiv(n, BN)
+    pid_r, pid_n = tl.program_id(0) // n_nblocks, tl.program_id(0) % n_nblocks
+    pid_bcg = tl.program_id(1).to(tl.int64)
     nc = Lp // Q
     gi = pid_bcg % g
-    bi, ci = (pid_bcg // g) // nc, (pid_bcg // g) % nc
-    n_tblocks = tl.num_programs(1)
-    lt = pid_t * BT + tl.arange(0, BT)
-    rt = ci * Q + lt
-    rp, rn = tl.arange(0, BP), tl.arange(0, BN)
-    tmask, pmask, nmask = rt < l, rp < p, rn < n
+    bc = pid_bcg // g
+    bi, ci = bc // nc, bc % nc
+    lr = pid_r * BR + tl.arange(0, BR)
+    rr = ci * Q + lr
+    rp = tl.arange(0, BP)
+    rn = pid_n * BN + tl.arange(0, BN)
+    rmask, pmask, nmask = rr < l, rp < p, rn < n
+    rn_mask = rmask[:, None] & nmask[None, :]
 
-    Ct = tl.load(
-        C_ptr + bi * sC_b + rt[:, None] * sC_l + gi * sC_g + rn[None, :] * sC_n,
-        mask=tmask[:, None] & nmask[None, :],
-        other=0.0,
-    )  # (BT, BN)
+    # dB_r = sum_{t >= r} dCB_tr C_t and dC_r = sum_{s <= r} dCB_rs B_s: tf32 products of the fp32 sums
+    dB = tl.zeros((BR, BN), dtype=tl.float32)
+    dC = tl.zeros((BR, BN), dtype=tl.float32)
+    tile = dcb_ptr + pid_bcg * Q * Q
+    for k in range(pid_r * BR, Q, BR):
+        lt = k + tl.arange(0, BR)
+        rt = ci * Q + lt
+        dcbT = tl.load(tile + lt[None, :] * Q + lr[:, None], mask=lt[None, :] >= lr[:, None], other=0.0)
+        Ct = tl.load(
+            C_ptr + bi * sC_b + rt[:, None] * sC_l + gi * sC_g + rn[None, :] * sC_n,
+            mask=(rt < l)[:, None] & nmask[None, :],
+            other=0.0,
+        )
+        dB += _dot32(dcbT, Ct, PREC)
+    for k in range(0, (pid_r + 1) * BR, BR):
+        ls = k + tl.arange(0, BR)
+        rs = ci * Q + ls
+        dcb = tl.load(tile + lr[:, None] * Q + ls[None, :], mask=lr[:, None] >= ls[None, :], other=0.0)
+        Bs = tl.load(
+            B_ptr + bi * sB_b + rs[:, None] * sB_l + gi * sB_g + rn[None, :] * sB_n,
+            mask=(rs < l)[:, None] & nmask[None, :],
+            other=0.0,
+        )
+        dC += _dot32(dcb, Bs, PREC)
+
+    # the states of every head of the group: dB_r += w_r dt_r x_r dE, dC_r += e_r dy_r S_in
+    Cr = tl.load(C_ptr + bi * sC_b + rr[:, None] * sC_l + gi * sC_g + rn[None, :] * sC_n, mask=rn_mask, other=0.0).to(
+        tl.float32
+    )
     if HAS_SEG:
-        seg_t = tl.load(seg_ptr + bi * Lp + rt)
-        _, seg_before = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
-    dC = tl.zeros((BT, BN), dtype=tl.float32)
+        seg_r = tl.load(seg_ptr + bi * Lp + rr)
+        seg_last, seg_before = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
+    rp_mask = rmask[:, None] & pmask[None, :]
+    pn_mask = pmask[:, None] & nmask[None, :]
     for j in range(hg):
         hi = gi * hg + j
         row = (bi * h + hi) * Lp
-        cum_t = tl.load(cum_ptr + row + rt)
+        last = row + ci * Q + Q - 1
+        cum_r = tl.load(cum_ptr + row + rr)
+        log_w = tl.load(cum_ptr + last) - cum_r
+        log_e = cum_r
         if CUM_LO:
-            lo_t = tl.load(cumlo_ptr + row + rt)
-        dyt = tl.load(
-            dy_ptr + bi * sy_b + rt[:, None] * sy_l + hi * sy_h + rp[None, :] * sy_p,
-            mask=tmask[:, None] & pmask[None, :],
-            other=0.0,
-        )  # (BT, BP)
-        rows = tl.zeros((BT,), dtype=tl.float32)
-        for k in range(0, (pid_t + 1) * BT, BT):
-            ls = k + tl.arange(0, BT)
-            rs = ci * Q + ls
-            smask = rs < l
-            Bs = tl.load(
-                B_ptr + bi * sB_b + rs[:, None] * sB_l + gi * sB_g + rn[None, :] * sB_n,
-                mask=smask[:, None] & nmask[None, :],
-                other=0.0,
-            )  # (BS, BN)
-            xs = tl.load(
-                x_ptr + bi * sx_b + rs[:, None] * sx_l + hi * sx_h + rp[None, :] * sx_p,
-                mask=smask[:, None] & pmask[None, :],
-                other=0.0,
-            )
-            diff = cum_t[:, None] - tl.load(cum_ptr + row + rs)[None, :]
-            if CUM_LO:
-                diff += lo_t[:, None] - tl.load(cumlo_ptr + row + rs)[None, :]
-            causal = lt[:, None] >= ls[None, :]
-            if HAS_SEG:
-                causal = causal & (seg_t[:, None] == tl.load(seg_ptr + bi * Lp + rs)[None, :])
-            L = tl.exp(tl.where(causal, diff, float("-inf")))  # (BT, BS)
-            dLC = _xdy(dyt, tl.trans(xs), PREC, UPCAST, DY32) * (tl.load(dtp_ptr + row + rs)[None, :] * L)  # (BT, BS)
-            dC += _dot32(dLC, Bs, PREC)
-            # a tile with s in an earlier block: W_ts reaches a_u for u <= t in this block (the rest of the
-            # rectangle s < u <= t is the tile total, added per block by the caller)
-            earlier = k < pid_t * BT
-            W = dLC * _dot(Ct, tl.trans(Bs.to(Ct.dtype)), PREC, UPCAST)
-            rows += tl.where(earlier, tl.sum(W, axis=1), 0.0)
-            T_at = (((bi * h + hi) * nc + ci) * n_tblocks + pid_t) * n_tblocks + k // BT
-            tl.store(T_ptr + T_at, tl.sum(W), mask=earlier)
-        # the entering state: y_t += exp(cum_t) C_t S_in^T
-        e = tl.exp(cum_t + lo_t) if CUM_LO else tl.exp(cum_t)
+            lo_r = tl.load(cumlo_ptr + row + rr)
+            log_w += tl.load(cumlo_ptr + last) - lo_r
+            log_e += lo_r
+        w = tl.exp(log_w) * tl.load(dtp_ptr + row + rr)
+        e = tl.exp(log_e)
         if HAS_SEG:
-            e = tl.where(seg_t == seg_before, e, 0.0)
-        S = tl.load(
-            enter_ptr + ((bi * nc + ci) * h + hi) * p * n + rp[:, None] * n + rn[None, :],
-            mask=pmask[:, None] & nmask[None, :],
-            other=0.0,
-        )  # (BP, BN)
-        dC_in = _dot32(dyt, S, PREC) * e[:, None]  # (BT, BN)
-        dC += dC_in
-        tl.store(dcum_ptr + row + rt, tl.sum(dC_in * Ct.to(tl.float32), axis=1))
-        da = tl.load(da_ptr + row + rt) + tl.cumsum(rows, axis=0, reverse=True)
-        tl.store(da_ptr + row + rt, da)
-    dC_at = bi * sdC_b + rt[:, None] * sdC_l + gi * sdC_g + rn[None, :] * sdC_n
-    tl.store(dC_ptr + dC_at, dC.to(dC_ptr.dtype.element_ty), mask=tmask[:, None] & nmask[None, :])
+            w = tl.where(seg_r == seg_last, w, 0.0)
+            e = tl.where(seg_r == seg_before, e, 0.0)
+        xr = tl.load(x_ptr + bi * sx_b + rr[:, None] * sx_l + hi * sx_h + rp[None, :] * sx_p, mask=rp_mask, other=0.0)
+        dyr = tl.load(dy_ptr + bi * sy_b + rr[:, None] * sy_l + hi * sy_h + rp[None, :] * sy_p, mask=rp_mask, other=0.0)
+        state = (bc * h + hi) * p * n + rp[:, None] * n + rn[None, :]
+        dE = tl.load(dend_ptr + state, mask=pn_mask, other=0.0)  # (BP, BN)
+        S_in = tl.load(enter_ptr + state, mask=pn_mask, other=0.0)
+        dB += _dot32(xr.to(tl.float32) * w[:, None], dE, PREC)
+        Y = _dot32(dyr, S_in, PREC) * e[:, None]  # (BR, BN): e_r dy_r S_in
+        dC += Y
+        tl.store(dcum_ptr + pid_n.to(tl.int64) * bhl + row + rr, tl.sum(Y * Cr, axis=1))
+
+    tl.store(
+        dB_ptr + bi * sdB_b + rr[:, None] * sdB_l + gi * sdB_g + rn[None, :] * sdB_n,
+        _round_to(dB, dB_ptr.dtype.element_ty, UPCAST),
+        mask=rn_mask,
+    )
+    tl.store(
+        dC_ptr + bi * sdC_b + rr[:, None] * sdC_l + gi * sdC_g + rn[None, :] * sdC_n,
+        _round_to(dC, dC_ptr.dtype.element_ty, UPCAST),
+        mask=rn_mask,
+    )
 
 
-def chunk_bwd(x, B, C, dy, dtp, cum, cum_lo, segp, enter, dend, D, Q, prec):
+def chunk_bwd(x, B, C, dy, dtp, cum, cum_lo, segp, cb, enter, dend, D, Q, prec):
     """-> dx, dB, dC (inputs' layouts and dtypes), d dt (b, h, Lp) fp32 (the direct part), d a (b, h, Lp) fp32 for
-    a_u = dt_u A (the rectangle sums), d cum (b, h, Lp) fp32 (terms still to be summed over t >= u), dD (h, p).
-
-    d a from the decays exp(cum_t - cum_s) is summed over the rectangle s < u <= t directly rather than as a
-    running sum of row sums minus column sums, which cancel badly in fp32.
-    """
+    a_u = dt_u A (the rectangle sums and the state's term), d cum (b, h, Lp) fp32 (terms still to be summed over
+    t >= u), dD (h, p) or None. dy in x's dtype, or fp32 when it carries the silu(z) gate."""
     b, l, h, p = x.shape
     g, n = B.shape[-2:]
     Lp = dtp.shape[-1]
     nc = Lp // Q
+    upcast = upcast_dots(x.dtype)
+    cum_lo_ = cum_lo if cum_lo is not None else cum
+    seg_ = segp if segp is not None else cum
+    BP = max(16, triton.next_power_of_2(p))
+    BN_full = max(16, triton.next_power_of_2(n))
+
+    BT = min(BLOCK_T, Q)
+    nb = Q // BT
+    dcb = torch.empty(b, nc, g, Q, Q, device=x.device, dtype=torch.float32)
+    part = torch.empty(b, h, nc, nb, nb, BT, device=x.device, dtype=torch.float32)
+    _bwd_dcb_kernel[(b * nc * g, nb * (nb + 1) // 2)](
+        x, dy, dtp, cum, cum_lo_, seg_, cb, dcb, part,
+        l, h, p, Lp, h // g, g, *x.stride(), *dy.stride(),
+        Q=Q, BT=BT, BP=BP, HAS_SEG=segp is not None, CUM_LO=cum_lo is not None, PREC=prec, UPCAST=upcast,
+        **LAUNCH["dcb"],
+    )  # fmt: skip
+
     BS = min(BLOCK_S, Q)
-    nb = Q // BS
-    BP, BN = max(16, triton.next_power_of_2(p)), max(16, triton.next_power_of_2(n))
     dx = torch.empty_like(x, memory_format=torch.contiguous_format)
-    dB = torch.empty_like(B, memory_format=torch.contiguous_format)
-    dC = torch.empty_like(C, memory_format=torch.contiguous_format)
-    ddt, da, dcum = torch.empty_like(dtp), torch.empty_like(dtp), torch.empty_like(dtp)
-    wtot = torch.empty(b, h, nc, nb, device=x.device, dtype=torch.float32)
-    T = torch.zeros(b, h, nc, nb, nb, device=x.device, dtype=torch.float32)  # [tau, sigma], sigma < tau written
-    dD = torch.empty(b * nc * nb, h, BP, device=x.device, dtype=torch.float32) if D is not None else None
+    ddt, wterm = torch.empty_like(dtp), torch.empty_like(dtp)
+    dD = torch.empty(b * nc * (Q // BS), h, BP, device=x.device, dtype=torch.float32) if D is not None else None
     if D is None:
         Dp, sD = x, (0, 0)
     else:
         Dp, sD = D, ((D.stride(0), 0) if D.dim() == 1 else tuple(D.stride()))
-    grid = (b * nc * g, nb)
-    launch = {k: v for k, v in (("num_warps", NUM_WARPS), ("num_stages", NUM_STAGES)) if v is not None}
-    cum_lo_ = cum_lo if cum_lo is not None else cum
-    seg_ = segp if segp is not None else cum
-    upcast = upcast_dots(x.dtype)
-    _bwd_dx_db_kernel[grid](
-        x, B, C, dy, dtp, cum, cum_lo_, seg_, dend, Dp, dx, dB, ddt, da, dD if dD is not None else da, wtot,
-        l, h, p, n, Lp, h // g, g,
-        *x.stride(), *B.stride(), *C.stride(), *dy.stride(), *dx.stride(), *dB.stride(), *sD,
-        Q=Q, BS=BS, BP=BP, BN=BN, HAS_D=D is not None, HAS_SEG=segp is not None, CUM_LO=cum_lo is not None,
-        PREC=prec, UPCAST=upcast, DY32=dy.dtype != x.dtype, **launch,
+    # whole (n, p) fp32 d_end tiles: fewer pipeline stages where they are large (p 128, n 128)
+    dx_launch = {"num_stages": 2, **LAUNCH["dx"]} if BP * BN_full > 8192 else LAUNCH["dx"]
+    _bwd_dx_kernel[(b * nc * h, Q // BS)](
+        x, B, dy, dtp, cum, cum_lo_, seg_, cb, dend, Dp, dx, ddt, wterm, dD if dD is not None else ddt,
+        l, h, p, n, Lp, h // g,
+        *x.stride(), *B.stride(), *dy.stride(), *dx.stride(), *sD,
+        Q=Q, BS=BS, BP=BP, BN=BN_full, HAS_D=D is not None, HAS_SEG=segp is not None, CUM_LO=cum_lo is not None,
+        PREC=prec, UPCAST=upcast, **dx_launch,
     )  # fmt: skip
-    _bwd_dc_kernel[grid](
-        x, B, C, dy, dtp, cum, cum_lo_, seg_, enter, dC, dcum, da, T,
-        l, h, p, n, Lp, h // g, g,
-        *x.stride(), *B.stride(), *C.stride(), *dy.stride(), *dC.stride(),
-        Q=Q, BT=BS, BP=BP, BN=BN, HAS_SEG=segp is not None, CUM_LO=cum_lo is not None, PREC=prec, UPCAST=upcast,
-        DY32=dy.dtype != x.dtype, **launch,
+
+    BR = min(BLOCK_R, Q)
+    BN = max(16, min(BLOCK_N, BN_full))
+    n_nblocks = triton.cdiv(n, BN)
+    dB = torch.empty_like(B, memory_format=torch.contiguous_format)
+    dC = torch.empty_like(C, memory_format=torch.contiguous_format)
+    dcum = torch.empty(n_nblocks, b, h, Lp, device=x.device, dtype=torch.float32)
+    _bwd_dbc_kernel[((Q // BR) * n_nblocks, b * nc * g)](
+        x, B, C, dy, dtp, cum, cum_lo_, seg_, dcb, enter, dend, dB, dC, dcum,
+        l, h, p, n, Lp, h // g, g, b * h * Lp,
+        *x.stride(), *B.stride(), *C.stride(), *dy.stride(), *dB.stride(), *dC.stride(),
+        Q=Q, BR=BR, BP=BP, BN=BN, HAS_SEG=segp is not None, CUM_LO=cum_lo is not None, PREC=prec, UPCAST=upcast,
+        **LAUNCH["dbc"],
     )  # fmt: skip
-    if nb > 1:
-        # whole tiles and whole blocks of w around block beta: T[tau, sigma] for sigma < beta < tau, w of sigma < beta
+
+    # d a: the pieces of every tile pair at u's block (part[:, beta]), whole tiles strictly around it
+    # (sigma < beta < tau: the tile's total, its t-block suffix at the block's first row), the state's term
+    da = part.sum(3)  # (b, h, nc, nb, BT)
+    if nb > 2:
         blk = torch.arange(nb, device=x.device)
-        around = (blk[None, :, None] > blk[:, None, None]) & (blk[None, None, :] < blk[:, None, None])
-        extra = torch.einsum("bhcts,uts->bhcu", T, around.float())
-        extra += torch.cumsum(wtot, dim=-1) - wtot
-        da.view(b, h, nc, nb, BS).add_(extra[..., None])
+        around = (blk[:, None, None] < blk[None, None, :]) & (blk[None, None, :] < blk[None, :, None])  # [s, t, u]
+        da += torch.einsum("bhcst,stu->bhcu", part[..., 0], around.float())[..., None]
+    wterm = wterm.view(b, h, nc, Q)
+    da = da.view(b, h, nc, Q) + (torch.cumsum(wterm, dim=-1) - wterm)
     dD = dD.sum(0)[:, :p] if dD is not None else None
-    return dx, dB, dC, ddt, da, dcum, dD
+    return dx, dB, dC, ddt, da.view(b, h, Lp), dcum.sum(0), dD

@@ -6,8 +6,10 @@ One program owns BM rows (tokens t) of one chunk, one head and a block of the he
         + sum_{s <= t in the chunk} exp(cum_t - cum_s) (C_t . B_s) dt_s x_s     (the dual form, stage 1)
         + D x_t;            out_t = y_t * silu(z_t)
 
-The dual form runs block by block over s <= t (the blocks above the diagonal are skipped): C_t B_s^T and the
-product with x_s are tl.dot on the tensor cores, in x's dtype (fp32 inputs: exact fp32 products).
+The dual form runs block by block over s <= t (the blocks above the diagonal are skipped) with C_t . B_s read
+from triton_cb (computed once per chunk and group). The weights exp(cum_t - cum_s) (C_t . B_s) dt_s are formed in
+fp32 and, with 16-bit inputs, rounded to x's dtype for the tensor-core product with x_s (fp32 inputs: exact fp32
+products). The entering state's term is a tf32 product (the state is an fp32 sum).
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_state import _chunk_segments, _dot, _dot32, upcast_dots
+from .triton_state import _chunk_segments, _dot, _dot32, _round_to, upcast_dots
 
 
 @triton.jit
 def _chunk_scan_fwd_kernel(
-    x_ptr, z_ptr, B_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, enter_ptr, D_ptr, out_ptr, ypre_ptr,
+    x_ptr, z_ptr, cb_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, enter_ptr, D_ptr, out_ptr, ypre_ptr,
     l, h, p, n, Lp, hg,
-    sx_b, sx_l, sx_h, sx_p, sz_b, sz_l, sz_h, sz_p, sB_b, sB_l, sB_g, sB_n, sC_b, sC_l, sC_g, sC_n,
+    sx_b, sx_l, sx_h, sx_p, sz_b, sz_l, sz_h, sz_p, sC_b, sC_l, sC_g, sC_n,
     so_b, so_l, so_h, so_p, sD_h, sD_p,
     Q: tl.constexpr, BM: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_D: tl.constexpr, STORE_YPRE: tl.constexpr, HAS_SEG: tl.constexpr,
@@ -66,20 +68,15 @@ def _chunk_scan_fwd_kernel(
     acc = _dot32(Ct, S, PREC) * e_t[:, None]  # (BM, BP)
 
     # stage 1: blocks of s at or below the diagonal
+    cb_row = cb_ptr + ((bi * nc + ci) * (h // hg) + gi) * Q * Q + lm[:, None] * Q
     for k in range(0, (pid_m + 1) * BM, BM):
         ls = k + tl.arange(0, BM)
         rs = ci * Q + ls
-        smask = rs < l
-        Bs = tl.load(
-            B_ptr + bi * sB_b + rs[:, None] * sB_l + gi * sB_g + rn[None, :] * sB_n,
-            mask=smask[:, None] & nmask[None, :],
-            other=0.0,
-        )  # (BM, BN)
-        cb = _dot(Ct, tl.trans(Bs.to(Ct.dtype)), PREC, UPCAST)  # (BM, BM): C_t . B_s
+        causal = lm[:, None] >= ls[None, :]
+        cb = tl.load(cb_row + ls[None, :], mask=causal, other=0.0)  # (BM, BM): C_t . B_s
         diff = cum_t[:, None] - tl.load(cum_ptr + row + rs)[None, :]
         if CUM_LO:
             diff += lo_t[:, None] - tl.load(cumlo_ptr + row + rs)[None, :]
-        causal = lm[:, None] >= ls[None, :]
         if HAS_SEG:
             causal &= seg_t[:, None] == tl.load(seg_ptr + bi * Lp + rs)[None, :]
         # masked before exp: above the diagonal the exponent can be large and positive
@@ -87,11 +84,11 @@ def _chunk_scan_fwd_kernel(
         dt_s = tl.load(dtp_ptr + row + rs)
         xs = tl.load(
             x_ptr + bi * sx_b + rs[:, None] * sx_l + hi * sx_h + rp[None, :] * sx_p,
-            mask=smask[:, None] & pmask[None, :],
+            mask=(rs < l)[:, None] & pmask[None, :],
             other=0.0,
         )  # (BM, BP)
         M = cb * decay * dt_s[None, :]
-        acc += _dot32(M, xs, PREC)
+        acc += _dot(_round_to(M, xs.dtype, UPCAST), xs, PREC, UPCAST)
 
     omask = mmask[:, None] & pmask[None, :]
     if HAS_D:
@@ -105,19 +102,18 @@ def _chunk_scan_fwd_kernel(
         zt = tl.load(z_ptr + bi * sz_b + rm[:, None] * sz_l + hi * sz_h + rp[None, :] * sz_p, mask=omask, other=0.0)
         zt = zt.to(tl.float32)
         acc = acc * zt * tl.sigmoid(zt)
-    tl.store(out_ptr + out_at, acc.to(out_ptr.dtype.element_ty), mask=omask)
+    tl.store(out_ptr + out_at, _round_to(acc, out_ptr.dtype.element_ty, UPCAST), mask=omask)
 
 
 # rows t per program (at most the chunk) and launch settings (None: Triton's default), settable by benchmarks
 BLOCK_M = 64
-NUM_WARPS = None
-NUM_STAGES = None
+LAUNCH = {}
 
 
-def chunk_scan_fwd(x, z, B, C, dtp, cum, cum_lo, segp, enter, D, Q, prec, store_ypre):
+def chunk_scan_fwd(x, z, cb, C, dtp, cum, cum_lo, segp, enter, D, Q, prec, store_ypre):
     """-> out (b, l, h, p) in x's dtype, and y before the gate (same layout, fp32) when store_ypre, else None."""
     b, l, h, p = x.shape
-    g, n = B.shape[-2:]
+    g, n = C.shape[-2:]
     Lp = dtp.shape[-1]
     nc = Lp // Q
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
@@ -132,13 +128,13 @@ def chunk_scan_fwd(x, z, B, C, dtp, cum, cum_lo, segp, enter, D, Q, prec, store_
         Dp, sD = D, ((D.stride(0), 0) if D.dim() == 1 else tuple(D.stride()))
     grid = (b * nc * h, Q // BM, triton.cdiv(p, BP))
     _chunk_scan_fwd_kernel[grid](
-        x, zz, B, C, dtp, cum, cum_lo if cum_lo is not None else cum, segp if segp is not None else dtp, enter,
+        x, zz, cb, C, dtp, cum, cum_lo if cum_lo is not None else cum, segp if segp is not None else dtp, enter,
         Dp, out, ypre if ypre is not None else out,
         l, h, p, n, Lp, h // g,
-        *x.stride(), *zz.stride(), *B.stride(), *C.stride(), *out.stride(), *sD,
+        *x.stride(), *zz.stride(), *C.stride(), *out.stride(), *sD,
         Q=Q, BM=BM, BP=BP, BN=BN, HAS_Z=z is not None, HAS_D=D is not None, STORE_YPRE=store_ypre,
         HAS_SEG=segp is not None, CUM_LO=cum_lo is not None, PREC=prec,
         UPCAST=upcast_dots(x.dtype),
-        **{k: v for k, v in (("num_warps", NUM_WARPS), ("num_stages", NUM_STAGES)) if v is not None},
+        **LAUNCH,
     )  # fmt: skip
     return out, ypre

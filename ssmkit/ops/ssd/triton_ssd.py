@@ -1,12 +1,14 @@
 """SSD on the GPU through Triton: the autograd Function that runs the stage kernels, forward and backward.
 
-Forward:  triton_cumsum (dt transform, cumulative decay per chunk) -> triton_state (chunk states fused with the
-state passing; writes the state entering each chunk) -> triton_scan (chunk outputs, D, silu(z)).
-Backward: silu(z) gate in torch -> triton_state reverse pass (d of the state after each chunk, d initial_state)
--> triton_bwd (dx, dB, dC, d dt, d cum) -> triton_cumsum backward (d dt through softplus and the limit, dA,
-d dt_bias).
+Forward:  triton_cumsum (dt transform, cumulative decay per chunk) -> triton_cb (C_t . B_s per chunk and group,
+kept for the backward) -> triton_state (chunk states in parallel, then the passing; the state entering each
+chunk) -> triton_scan (chunk outputs, D, silu(z)).
+Backward: silu(z) gate in torch -> triton_state (each chunk's d of its entering state, then the reverse passing:
+d of the state after each chunk, d initial_state) -> triton_bwd (dCB, dx, dB, dC, d dt, d cum) -> triton_cumsum
+backward (d dt through softplus and the limit, dA, d dt_bias).
 
-Matmul operands are in x's dtype: bf16 / fp16 on the tensor cores, fp32 as exact fp32 products ("ieee"); the
+Matmul operands are in x's dtype: bf16 / fp16 on the tensor cores (decay-weighted operands rounded to it), fp32
+as exact fp32 products ("ieee"); products with an fp32 sum (states, dCB) are tf32 with 16-bit inputs; the
 state, the decays and every accumulation are fp32. With fp32 inputs the cumulative decay is summed in fp64 and
 kept as two fp32 numbers (triton_cumsum), so the fp32 path is as accurate as the fp32 reference.
 """
@@ -17,6 +19,7 @@ import torch
 import triton
 
 from .triton_bwd import chunk_bwd
+from .triton_cb import chunk_scores
 from .triton_cumsum import dt_cumsum_bwd, dt_cumsum_fwd
 from .triton_scan import chunk_scan_fwd
 from .triton_state import state_bwd, state_fwd
@@ -73,17 +76,18 @@ class _SSDTriton(torch.autograd.Function):
         prec = "ieee" if precise else "tf32"  # only fp32 operands read it
         dtp, cum, cum_lo = dt_cumsum_fwd(dt, dt_bias, A, dt_softplus, dt_limit, Q, nc, precise)
         segp = _padded_segments(seg, nc * Q)
+        cb = chunk_scores(B, C, Q, nc, prec)
         enter, final = state_fwd(x, B, dtp, cum, cum_lo, segp, initial_state, Q, prec)
         store_ypre = z is not None and ctx.needs_input_grad[6]
-        out, ypre = chunk_scan_fwd(x, z, B, C, dtp, cum, cum_lo, segp, enter, D, Q, prec, store_ypre)
-        ctx.save_for_backward(x, dt, A, B, C, D, z, dt_bias, dtp, cum, cum_lo, segp, enter, ypre)
+        out, ypre = chunk_scan_fwd(x, z, cb, C, dtp, cum, cum_lo, segp, enter, D, Q, prec, store_ypre)
+        ctx.save_for_backward(x, dt, A, B, C, D, z, dt_bias, dtp, cum, cum_lo, segp, cb, enter, ypre)
         ctx.config = (dt_softplus, dt_limit, Q, prec, initial_state is not None)
         ctx.set_materialize_grads(False)
         return out, final
 
     @staticmethod
     def backward(ctx, dout, dfinal):
-        x, dt, A, B, C, D, z, dt_bias, dtp, cum, cum_lo, segp, enter, ypre = ctx.saved_tensors
+        x, dt, A, B, C, D, z, dt_bias, dtp, cum, cum_lo, segp, cb, enter, ypre = ctx.saved_tensors
         dt_softplus, dt_limit, Q, prec, has_init = ctx.config
         if dout is None:
             dout = torch.zeros_like(x)
@@ -91,14 +95,15 @@ class _SSDTriton(torch.autograd.Function):
         if z is not None:
             zf = z.float()
             sig = torch.sigmoid(zf)
-            dyf = dout.float() * zf * sig
+            dy = dout.float() * zf * sig  # fp32: d out * silu(z) is not rounded again
             if ypre is not None:
                 dz = (dout.float() * ypre.float() * sig * (1 + zf * (1 - sig))).to(z.dtype)
-            dy = dyf  # fp32: d out * silu(z) is not rounded again
         else:
             dy = dout.to(x.dtype)
-        dend, dinit, dT = state_bwd(dy, C, cum, cum_lo, segp, enter, dfinal, Q, prec)
-        dx, dB, dC, ddt_direct, da, dcum, dD = chunk_bwd(x, B, C, dy, dtp, cum, cum_lo, segp, enter, dend, D, Q, prec)
+        dend, dinit, dT = state_bwd(dy, C, dtp, cum, cum_lo, segp, enter, dfinal, Q, prec)
+        dx, dB, dC, ddt_direct, da, dcum, dD = chunk_bwd(
+            x, B, C, dy, dtp, cum, cum_lo, segp, cb, enter, dend, D, Q, prec
+        )
         dcum.view(*dcum.shape[:2], -1, Q)[..., Q - 1] += dT
         ddt, dA, dbias = dt_cumsum_bwd(dcum, da, ddt_direct, dt, dt_bias, A, dtp, dt_softplus, dt_limit, Q)
         if dD is not None:

@@ -1,13 +1,18 @@
-"""SSD Triton stages 2 + 3 fused: chunk states and the state passing between chunks, forward and backward.
+"""SSD Triton stages 2 + 3: chunk states (all chunks in parallel) and the state passing between chunks.
 
-One program owns a (p, n) tile of one head's state and walks the chunks in order, so the chunk states never go
-through memory: each chunk's state from a zero start is built by tl.dot and folded in at once.
+Chunk states, one program per (batch, chunk, head, p-tile, n-tile), weights in natural log (cum as in
+triton_cumsum):
+    forward:   st[k]  = sum_s exp(cum_last - cum_s) dt_s x_s B_s^T       (the state the chunk adds at its end)
+    backward:  loc[k] = sum_t exp(cum_t) dy_t C_t^T                       (d of the state entering the chunk, via y)
+With 16-bit inputs the forward's weighted rows (x dt decay) are rounded to the input dtype for the tensor cores and
+the backward's (dy decay) stay fp32 (a tf32 product: d initial_state needs it); fp32 inputs take exact fp32
+products.
 
-Forward (chunk k, decays in natural log, cum as in triton_cumsum):
-    entering[k] = S;   S <- exp(cum_last) S + sum_s exp(cum_last - cum_s) dt_s x_s B_s^T
-Backward, chunks in reverse, dS = d final_state at the start:
-    d_end[k] = dS;     dS <- exp(cum_last) dS + sum_t exp(cum_t) dy_t C_t^T      (d initial_state = dS at the end)
-    d cum_last[k] += exp(cum_last) <dS, entering[k]>       (partial sums per tile; the caller adds them up)
+State passing, one program per (batch, head, block of the p*n state) walking the chunks in order; elementwise, so
+each step is one load and one store (the next chunk's load is issued before the current one is used):
+    forward:   entering[k] = S;   S <- exp(cum_last[k]) S + st[k]          (in place: st becomes entering)
+    backward:  d_end[k] = dS;     dS <- exp(cum_last[k]) dS + loc[k]       (in place: loc becomes d_end)
+               d cum_last[k] += exp(cum_last[k]) <dS, entering[k]>   (partial sums per block; the caller adds them)
 Packed sequences (segment ids): only tokens of the chunk's last segment reach its end, only tokens of the
 segment before the chunk see the entering state, and the state crosses a chunk border only within a segment.
 """
@@ -35,9 +40,22 @@ def _dot(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
 
 @triton.jit
 def _dot32(a, b, PREC: tl.constexpr):
-    """a @ b where one operand is computed in fp32 (decay-weighted scores, states): both as fp32, the product in
-    PREC ("ieee" for fp32 inputs; "tf32" with 16-bit inputs, 4x finer than rounding the operand to bf16)."""
+    """a @ b where one operand is an fp32 sum (states, score gradients): both as fp32, the product in PREC
+    ("ieee" for fp32 inputs; "tf32" with 16-bit inputs, 4x finer than rounding the operand to bf16)."""
     return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=PREC)
+
+
+@triton.jit
+def _round_to(v, DTYPE: tl.constexpr, UPCAST: tl.constexpr):
+    """fp32 v rounded to DTYPE (to nearest even, as the GPU does). The interpreter truncates fp32 -> bf16 casts, so
+    there (UPCAST) the bits are rounded first and the cast is then exact."""
+    if UPCAST and DTYPE == tl.bfloat16:  # noqa: SIM300 (DTYPE is the constexpr)
+        bits = v.to(tl.uint32, bitcast=True)
+        bits = bits + 0x7FFF + ((bits >> 16) & 1)
+        out = ((bits >> 16) << 16).to(tl.float32, bitcast=True).to(DTYPE)
+    else:
+        out = v.to(DTYPE)
+    return out
 
 
 def upcast_dots(dtype: torch.dtype) -> bool:
@@ -53,168 +71,195 @@ def _chunk_segments(seg_ptr, bi, ci, Lp, Q: tl.constexpr):
 
 
 @triton.jit
-def _state_fwd_kernel(
-    x_ptr, B_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, init_ptr, enter_ptr, final_ptr,
+def _chunk_state_kernel(
+    u_ptr, V_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, out_ptr,
     l, h, p, n, Lp, hg,
-    sx_b, sx_l, sx_h, sx_p, sB_b, sB_l, sB_g, sB_n, si_b, si_h, si_p, si_n,
+    su_b, su_l, su_h, su_p, sV_b, sV_l, sV_g, sV_n,
     Q: tl.constexpr, BK: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
-    HAS_INIT: tl.constexpr, HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    TO_END: tl.constexpr, HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
-    pid_bh, pid_p, pid_n = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
-    bi, hi = pid_bh // h, pid_bh % h
+    pid_bch, pid_p, pid_n = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    nc = Lp // Q
+    hi = pid_bch % h
+    bc = pid_bch // h
+    bi, ci = bc // nc, bc % nc
     gi = hi // hg
+    row = (bi * h + hi) * Lp  # this head's row of the (b, h, Lp) dt / cum arrays
     rp = pid_p * BP + tl.arange(0, BP)
     rn = pid_n * BN + tl.arange(0, BN)
-    pn_mask = (rp[:, None] < p) & (rn[None, :] < n)
-    if HAS_INIT:
-        init = init_ptr + bi * si_b + hi * si_h + rp[:, None] * si_p + rn[None, :] * si_n
-        S = tl.load(init, mask=pn_mask, other=0.0).to(tl.float32)
-    else:
-        S = tl.zeros((BP, BN), dtype=tl.float32)
-    nc = Lp // Q
-    row = (bi * h + hi) * Lp  # this head's row of the (b, h, Lp) dt / cum arrays
-    tile = rp[:, None] * n + rn[None, :]
-    for ci in range(nc):
-        tl.store(enter_ptr + ((bi * nc + ci) * h + hi) * p * n + tile, S, mask=pn_mask)
-        last = row + ci * Q + Q - 1
+    pmask, nmask = rp < p, rn < n
+    last = row + ci * Q + Q - 1
+    if TO_END:
         cum_last = tl.load(cum_ptr + last)
         if CUM_LO:
             lo_last = tl.load(cumlo_ptr + last)
-        if HAS_SEG:
-            seg_last, seg_before = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
-        st = tl.zeros((BP, BN), dtype=tl.float32)
-        for k in range(0, Q, BK):
-            rt = (ci * Q + k + tl.arange(0, BK)).to(tl.int64)  # rt * stride passes 2^31 at 1M tokens
-            log_w = cum_last - tl.load(cum_ptr + row + rt)
+    if HAS_SEG:
+        seg_last, seg_before = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
+    acc = tl.zeros((BP, BN), dtype=tl.float32)
+    for k in range(0, Q, BK):
+        rt = ci * Q + k + tl.arange(0, BK)
+        cum_t = tl.load(cum_ptr + row + rt)
+        if TO_END:
+            log_w = cum_last - cum_t
             if CUM_LO:
                 log_w += lo_last - tl.load(cumlo_ptr + row + rt)
-            w = tl.exp(log_w) * tl.load(dtp_ptr + row + rt)  # (BK,)
+            w = tl.exp(log_w) * tl.load(dtp_ptr + row + rt)
             if HAS_SEG:
                 w = tl.where(tl.load(seg_ptr + bi * Lp + rt) == seg_last, w, 0.0)
-            tmask = rt < l
-            xs = tl.load(
-                x_ptr + bi * sx_b + rt[:, None] * sx_l + hi * sx_h + rp[None, :] * sx_p,
-                mask=tmask[:, None] & (rp[None, :] < p),
-                other=0.0,
-            )  # (BK, BP)
-            Bs = tl.load(
-                B_ptr + bi * sB_b + rt[:, None] * sB_l + gi * sB_g + rn[None, :] * sB_n,
-                mask=tmask[:, None] & (rn[None, :] < n),
-                other=0.0,
-            )  # (BK, BN)
-            xw = xs.to(tl.float32) * w[:, None]
-            st += _dot32(tl.trans(xw), Bs, PREC)
-        decay = tl.exp(cum_last)
-        if HAS_SEG:
-            decay = tl.where(seg_last == seg_before, decay, 0.0)
-        S = S * decay + st
-    tl.store(final_ptr + (bi * h + hi) * p * n + tile, S, mask=pn_mask)
+        else:
+            log_w = cum_t
+            if CUM_LO:
+                log_w += tl.load(cumlo_ptr + row + rt)
+            w = tl.exp(log_w)
+            if HAS_SEG:
+                w = tl.where(tl.load(seg_ptr + bi * Lp + rt) == seg_before, w, 0.0)
+        tmask = rt < l
+        us = tl.load(
+            u_ptr + bi * su_b + rt[:, None] * su_l + hi * su_h + rp[None, :] * su_p,
+            mask=tmask[:, None] & pmask[None, :],
+            other=0.0,
+        )  # (BK, BP)
+        Vs = tl.load(
+            V_ptr + bi * sV_b + rt[:, None] * sV_l + gi * sV_g + rn[None, :] * sV_n,
+            mask=tmask[:, None] & nmask[None, :],
+            other=0.0,
+        )  # (BK, BN)
+        uw = us.to(tl.float32) * w[:, None]
+        if TO_END:  # x dt decay rounded to B's dtype; dy decay kept fp32 (a tf32 product)
+            acc += _dot(tl.trans(_round_to(uw, Vs.dtype, UPCAST)), Vs, PREC, UPCAST)
+        else:
+            acc += _dot32(tl.trans(uw), Vs, PREC)
+    out_at = ((bi * nc + ci) * h + hi) * p * n + rp[:, None] * n + rn[None, :]
+    tl.store(out_ptr + out_at, acc, mask=pmask[:, None] & nmask[None, :])
 
 
 @triton.jit
-def _state_bwd_kernel(
-    dy_ptr, C_ptr, cum_ptr, cumlo_ptr, seg_ptr, enter_ptr, dfinal_ptr, dend_ptr, dinit_ptr, dT_ptr,
-    l, h, p, n, Lp, hg,
-    sy_b, sy_l, sy_h, sy_p, sC_b, sC_l, sC_g, sC_n, sf_b, sf_h, sf_p, sf_n,
-    Q: tl.constexpr, BK: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
-    HAS_DFINAL: tl.constexpr, HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+def _decay_across(cum_ptr, seg_ptr, row, bi, ci, Lp, Q: tl.constexpr, HAS_SEG: tl.constexpr):
+    """exp(cum_last) of chunk ci: the factor on the state across the chunk (0 where a new segment starts in it)."""
+    decay = tl.exp(tl.load(cum_ptr + row + ci * Q + Q - 1))
+    if HAS_SEG:
+        seg_last, seg_before = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
+        decay = tl.where(seg_last == seg_before, decay, 0.0)
+    return decay
+
+
+@triton.jit
+def _pass_fwd_kernel(
+    st_ptr, cum_ptr, seg_ptr, init_ptr, final_ptr, h, pn, Lp,
+    Q: tl.constexpr, BLOCK: tl.constexpr, HAS_INIT: tl.constexpr, HAS_SEG: tl.constexpr,
 ):  # fmt: skip
-    pid_bh, pid_p, pid_n = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    pid_bh, pid_e = tl.program_id(0).to(tl.int64), tl.program_id(1)
     bi, hi = pid_bh // h, pid_bh % h
-    gi = hi // hg
-    rp = pid_p * BP + tl.arange(0, BP)
-    rn = pid_n * BN + tl.arange(0, BN)
-    pn_mask = (rp[:, None] < p) & (rn[None, :] < n)
-    if HAS_DFINAL:
-        dfin = dfinal_ptr + bi * sf_b + hi * sf_h + rp[:, None] * sf_p + rn[None, :] * sf_n
-        dS = tl.load(dfin, mask=pn_mask, other=0.0).to(tl.float32)
-    else:
-        dS = tl.zeros((BP, BN), dtype=tl.float32)
     nc = Lp // Q
-    n_tiles = tl.num_programs(1) * tl.num_programs(2)
-    tile_id = pid_p * tl.num_programs(2) + pid_n
-    row = (bi * h + hi) * Lp
-    tile = rp[:, None] * n + rn[None, :]
+    re = pid_e * BLOCK + tl.arange(0, BLOCK)
+    mask = re < pn
+    if HAS_INIT:  # noqa: SIM108 (a constexpr branch: only the taken side is compiled)
+        S = tl.load(init_ptr + pid_bh * pn + re, mask=mask, other=0.0)
+    else:
+        S = tl.zeros((BLOCK,), dtype=tl.float32)
+    row = pid_bh * Lp
+    step = (bi * 0 + h) * pn  # from one chunk's state to the next; int64: ci * step passes 2^31 at 1M tokens
+    base = (bi * nc * h + hi) * pn + re
+    nxt = tl.load(st_ptr + base, mask=mask, other=0.0)
+    for ci in range(nc):
+        st = nxt
+        # the next chunk's state (the last chunk reads its own again, unused)
+        nxt = tl.load(st_ptr + base + tl.minimum(ci + 1, nc - 1) * step, mask=mask, other=0.0)
+        tl.store(st_ptr + base + ci * step, S, mask=mask)
+        S = S * _decay_across(cum_ptr, seg_ptr, row, bi, ci, Lp, Q, HAS_SEG) + st
+    tl.store(final_ptr + pid_bh * pn + re, S, mask=mask)
+
+
+@triton.jit
+def _pass_bwd_kernel(
+    loc_ptr, enter_ptr, cum_ptr, seg_ptr, dfinal_ptr, dinit_ptr, dT_ptr, h, pn, Lp,
+    Q: tl.constexpr, BLOCK: tl.constexpr, HAS_DFINAL: tl.constexpr, HAS_SEG: tl.constexpr,
+):  # fmt: skip
+    pid_bh, pid_e = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    bi, hi = pid_bh // h, pid_bh % h
+    nc = Lp // Q
+    n_blocks = tl.num_programs(1)
+    re = pid_e * BLOCK + tl.arange(0, BLOCK)
+    mask = re < pn
+    if HAS_DFINAL:
+        dS = tl.load(dfinal_ptr + pid_bh * pn + re, mask=mask, other=0.0)
+    else:
+        dS = tl.zeros((BLOCK,), dtype=tl.float32)
+    row = pid_bh * Lp
+    step = (bi * 0 + h) * pn  # int64, as in the forward
+    base = (bi * nc * h + hi) * pn + re
+    nxt_loc = tl.load(loc_ptr + base + (nc - 1) * step, mask=mask, other=0.0)
+    nxt_in = tl.load(enter_ptr + base + (nc - 1) * step, mask=mask, other=0.0)
     for i in range(nc):
         ci = nc - 1 - i
-        state_at = ((bi * nc + ci) * h + hi) * p * n + tile
-        tl.store(dend_ptr + state_at, dS, mask=pn_mask)
-        cum_last = tl.load(cum_ptr + row + ci * Q + Q - 1)
-        decay = tl.exp(cum_last)
-        if HAS_SEG:
-            seg_last, seg_before = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
-            decay = tl.where(seg_last == seg_before, decay, 0.0)
-        S_in = tl.load(enter_ptr + state_at, mask=pn_mask, other=0.0)
-        tl.store(dT_ptr + ((bi * h + hi) * nc + ci) * n_tiles + tile_id, tl.sum(dS * S_in) * decay)
-        local = tl.zeros((BP, BN), dtype=tl.float32)
-        for k in range(0, Q, BK):
-            rt = (ci * Q + k + tl.arange(0, BK)).to(tl.int64)  # rt * stride passes 2^31 at 1M tokens
-            log_e = tl.load(cum_ptr + row + rt)
-            if CUM_LO:
-                log_e += tl.load(cumlo_ptr + row + rt)
-            e = tl.exp(log_e)  # (BK,) decay from the chunk's start to t
-            if HAS_SEG:
-                e = tl.where(tl.load(seg_ptr + bi * Lp + rt) == seg_before, e, 0.0)
-            tmask = rt < l
-            dys = tl.load(
-                dy_ptr + bi * sy_b + rt[:, None] * sy_l + hi * sy_h + rp[None, :] * sy_p,
-                mask=tmask[:, None] & (rp[None, :] < p),
-                other=0.0,
-            )  # (BK, BP)
-            Cs = tl.load(
-                C_ptr + bi * sC_b + rt[:, None] * sC_l + gi * sC_g + rn[None, :] * sC_n,
-                mask=tmask[:, None] & (rn[None, :] < n),
-                other=0.0,
-            )  # (BK, BN)
-            dye = dys.to(tl.float32) * e[:, None]
-            local += _dot32(tl.trans(dye), Cs, PREC)
-        dS = dS * decay + local
-    tl.store(dinit_ptr + (bi * h + hi) * p * n + tile, dS, mask=pn_mask)
+        loc, S_in = nxt_loc, nxt_in
+        # the previous chunk's (the first chunk reads its own again, unused)
+        prev = base + tl.maximum(ci - 1, 0) * step
+        nxt_loc = tl.load(loc_ptr + prev, mask=mask, other=0.0)
+        nxt_in = tl.load(enter_ptr + prev, mask=mask, other=0.0)
+        tl.store(loc_ptr + base + ci * step, dS, mask=mask)
+        decay = _decay_across(cum_ptr, seg_ptr, row, bi, ci, Lp, Q, HAS_SEG)
+        tl.store(dT_ptr + (pid_bh * nc + ci) * n_blocks + pid_e, tl.sum(dS * S_in) * decay)
+        dS = dS * decay + loc
+    tl.store(dinit_ptr + pid_bh * pn + re, dS, mask=mask)
 
 
-def _tiles(p: int, n: int) -> tuple[int, int]:
-    return max(16, min(64, triton.next_power_of_2(p))), max(16, min(64, triton.next_power_of_2(n)))
+# launch settings, settable by benchmarks
+STATE_BN = 128  # n-tile of the chunk-state kernel
+PASS_BLOCK = 1024  # state elements per passing program
+LAUNCH = {"state": {}, "pass": {}}  # num_warps / num_stages per kernel (empty: Triton's defaults)
+
+
+def _chunk_states(u, V, dtp, cum, cum_lo, segp, Q, prec, to_end):
+    b, l, h, p = u.shape
+    g, n = V.shape[-2:]
+    Lp = dtp.shape[-1]
+    nc = Lp // Q
+    out = torch.empty(b, nc, h, p, n, device=u.device, dtype=torch.float32)
+    BP = max(16, min(64, triton.next_power_of_2(p)))
+    BN = max(16, min(STATE_BN, triton.next_power_of_2(n)))
+    grid = (b * nc * h, triton.cdiv(p, BP), triton.cdiv(n, BN))
+    _chunk_state_kernel[grid](
+        u, V, dtp, cum, cum_lo if cum_lo is not None else cum, segp if segp is not None else dtp, out,
+        l, h, p, n, Lp, h // g, *u.stride(), *V.stride(),
+        Q=Q, BK=min(64, Q), BP=BP, BN=BN, TO_END=to_end, HAS_SEG=segp is not None, CUM_LO=cum_lo is not None,
+        PREC=prec, UPCAST=upcast_dots(V.dtype), **LAUNCH["state"],
+    )  # fmt: skip
+    return out
+
+
+def _pass_grid(b, h, pn):
+    block = min(PASS_BLOCK, triton.next_power_of_2(pn))
+    return (b * h, triton.cdiv(pn, block)), block
 
 
 def state_fwd(x, B, dtp, cum, cum_lo, segp, initial_state, Q, prec):
     """-> entering (b, nc, h, p, n) fp32, the state entering each chunk; final (b, h, p, n) fp32."""
-    b, l, h, p = x.shape
-    g, n = B.shape[-2:]
-    Lp = dtp.shape[-1]
-    nc = Lp // Q
-    enter = torch.empty(b, nc, h, p, n, device=x.device, dtype=torch.float32)
+    b, _, h, p = x.shape
+    n = B.shape[-1]
+    enter = _chunk_states(x, B, dtp, cum, cum_lo, segp, Q, prec, to_end=True)
     final = torch.empty(b, h, p, n, device=x.device, dtype=torch.float32)
-    BP, BN = _tiles(p, n)
-    init = initial_state if initial_state is not None else final
-    grid = (b * h, triton.cdiv(p, BP), triton.cdiv(n, BN))
-    _state_fwd_kernel[grid](
-        x, B, dtp, cum, cum_lo if cum_lo is not None else cum, segp if segp is not None else dtp, init, enter, final,
-        l, h, p, n, Lp, h // g, *x.stride(), *B.stride(), *init.stride(),
-        Q=Q, BK=min(64, Q), BP=BP, BN=BN, HAS_INIT=initial_state is not None, HAS_SEG=segp is not None,
-        CUM_LO=cum_lo is not None, PREC=prec,
-        UPCAST=upcast_dots(x.dtype),
+    init = initial_state.contiguous() if initial_state is not None else final
+    grid, block = _pass_grid(b, h, p * n)
+    _pass_fwd_kernel[grid](
+        enter, cum, segp if segp is not None else cum, init, final, h, p * n, cum.shape[-1],
+        Q=Q, BLOCK=block, HAS_INIT=initial_state is not None, HAS_SEG=segp is not None, **LAUNCH["pass"],
     )  # fmt: skip
     return enter, final
 
 
-def state_bwd(dy, C, cum, cum_lo, segp, enter, dfinal, Q, prec):
+def state_bwd(dy, C, dtp, cum, cum_lo, segp, enter, dfinal, Q, prec):
     """-> d_end (b, nc, h, p, n): d of the state after each chunk; d initial_state (b, h, p, n); dT (b, h, nc)."""
-    b, l, h, p = dy.shape
-    g, n = C.shape[-2:]
-    Lp = cum.shape[-1]
-    nc = Lp // Q
-    dend = torch.empty_like(enter)
+    b, _, h, p = dy.shape
+    n = C.shape[-1]
+    nc = enter.shape[1]
+    dend = _chunk_states(dy, C, dtp, cum, cum_lo, segp, Q, prec, to_end=False)
     dinit = torch.empty(b, h, p, n, device=dy.device, dtype=torch.float32)
-    BP, BN = _tiles(p, n)
-    grid = (b * h, triton.cdiv(p, BP), triton.cdiv(n, BN))
-    dT = torch.empty(b, h, nc, grid[1] * grid[2], device=dy.device, dtype=torch.float32)
-    dfin = dfinal if dfinal is not None else dinit
-    _state_bwd_kernel[grid](
-        dy, C, cum, cum_lo if cum_lo is not None else cum, segp if segp is not None else cum, enter, dfin, dend,
-        dinit, dT,
-        l, h, p, n, Lp, h // g, *dy.stride(), *C.stride(), *dfin.stride(),
-        Q=Q, BK=min(64, Q), BP=BP, BN=BN, HAS_DFINAL=dfinal is not None, HAS_SEG=segp is not None,
-        CUM_LO=cum_lo is not None, PREC=prec,
-        UPCAST=upcast_dots(dy.dtype),
+    grid, block = _pass_grid(b, h, p * n)
+    dT = torch.empty(b, h, nc, grid[1], device=dy.device, dtype=torch.float32)
+    dfin = dfinal.contiguous() if dfinal is not None else dinit
+    _pass_bwd_kernel[grid](
+        dend, enter, cum, segp if segp is not None else cum, dfin, dinit, dT, h, p * n, cum.shape[-1],
+        Q=Q, BLOCK=block, HAS_DFINAL=dfinal is not None, HAS_SEG=segp is not None, **LAUNCH["pass"],
     )  # fmt: skip
     return dend, dinit, dT.sum(-1)
