@@ -37,14 +37,15 @@ def _nan_empty(*shape, dtype, device):
 @pytest.fixture
 def kernels(monkeypatch):
     """Every buffer the kernels write starts as NaN (an unwritten element fails the comparison), and the tiles are
-    tiny: a sequence of 19 spans several forward tiles, backward tiles and backward programs. Channels fit one
-    block (the interpreter's cost grows with the number of programs); test_matches_reference splits them."""
+    tiny: a sequence of 19 spans several forward programs (8 rows each, 4 a step), backward tiles and backward
+    programs. Channels fit one block (the interpreter's cost grows with the number of programs);
+    test_matches_reference splits them."""
     from ssmkit.ops.causal_conv1d import triton_conv, triton_update
 
     monkeypatch.setattr(triton_conv, "_empty", _nan_empty)
     monkeypatch.setattr(triton_update, "_empty", _nan_empty)
     for name, value in dict(
-        BLOCK_L=8, BLOCK_D=8, BLOCK_L_BWD=4, BWD_TILES=2, BLOCK_D_BWD=8, BLOCK_D_STATE=8
+        SPAN=8, ROWS=4, BLOCK_D=8, BLOCK_L_BWD=4, BWD_TILES=2, BLOCK_D_BWD=8, BLOCK_D_STATE=8
     ).items():  # fmt: skip
         monkeypatch.setattr(triton_conv, name, value)
     monkeypatch.setattr(triton_update, "BLOCK_D", 8)
