@@ -38,6 +38,13 @@ def nan_outputs(monkeypatch):
     return triton_scan
 
 
+def force_chunks(triton_scan, monkeypatch):
+    """Cut the sequence into chunks even at test sizes: the cross-chunk combine in both directions."""
+    monkeypatch.setattr(triton_scan, "FWD_UNCHUNKED_PROGRAMS", 1 << 30)
+    monkeypatch.setattr(triton_scan, "FWD_TARGET_PROGRAMS", 1 << 20)
+    monkeypatch.setattr(triton_scan, "BWD_TARGET_PROGRAMS", 1 << 20)
+
+
 def make_inputs(b, l, d, n, g, *, dtype=torch.float32, device=DEVICE):
     def r(*s):
         return torch.randn(*s, device=device).to(dtype)
@@ -98,8 +105,8 @@ def compare(inputs, softplus=True, **kw):
 )
 def test_matches_reference(b, l, d, n, g, chunks, nan_outputs, monkeypatch):
     monkeypatch.setattr(nan_outputs, "SUB", 2 if l == 257 else 4)  # two sizes of the backward's sub-tiles
-    if chunks:  # cut the sequence into chunks even at this size: the cross-chunk combine in both directions
-        monkeypatch.setattr(nan_outputs, "TARGET_PROGRAMS", 1 << 20)
+    if chunks:
+        force_chunks(nan_outputs, monkeypatch)
     compare(make_inputs(b, l, d, n, g))
 
 
@@ -139,7 +146,7 @@ def test_z_view_of_xz_is_read_in_place(monkeypatch):
 
 @pytest.mark.triton_interpret
 def test_seq_idx_resets_inside_tiles_and_chunks(nan_outputs, monkeypatch):
-    monkeypatch.setattr(nan_outputs, "TARGET_PROGRAMS", 1 << 20)
+    force_chunks(nan_outputs, monkeypatch)
     lengths = [5, 20, 1, 14]
     seq_idx = torch.cat([torch.full((n,), i) for i, n in enumerate(lengths)])[None].repeat(2, 1).to(DEVICE)
     seq_idx[1] = 7  # the second row is one sequence
