@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from .triton_cb import _pair
-from .triton_state import _chunk_segments, _dot, _dot32, _round_to, upcast_dots
+from .triton_state import _chunk_segments, _dot, _dot32, _dot_hilo, _round_to, upcast_dots
 
 # launch settings, settable by benchmarks: rows per program, and num_warps / num_stages per kernel (empty:
 # Triton's defaults)
@@ -32,7 +32,8 @@ BLOCK_T = 64  # tile of the dCB kernel
 BLOCK_S = 64  # rows s of the dx kernel
 BLOCK_R = 64  # rows of the dB / dC kernel
 BLOCK_N = 64  # state columns of the dB / dC kernel
-LAUNCH = {"dcb": {}, "dx": {}, "dbc": {}}
+# H200, W2 (sweep of warps 2-8, stages 1-3): one stage for dx and dB / dC, Triton's default for dCB
+LAUNCH = {"dcb": {}, "dx": {"num_warps": 4, "num_stages": 1}, "dbc": {"num_warps": 4, "num_stages": 1}}
 
 
 @triton.jit
@@ -94,13 +95,16 @@ def _bwd_dcb_kernel(
         # diagonal: sum_{t >= u} sum_{s < u} W_ts at [tau, tau]; below it, u in the s-block: prefix over s of the
         # column sums at [tau, sigma]; u in the t-block: suffix over t of the row sums at [sigma, tau]
         part = part_ptr + ((bi * h + hi) * nc + ci) * NB * NB * BT
-        P = tl.cumsum(W, axis=1) - W
-        diag = tl.sum(tl.where(lt[:, None] >= ls[None, :], P, 0.0), axis=0)
-        col = tl.sum(W, axis=0)
-        tl.store(part + (tau * NB + sig) * BT + i, tl.where(on_diagonal, diag, tl.cumsum(col, axis=0) - col))
-        rsum = tl.sum(W, axis=1)
-        # on the diagonal both slots are [tau, tau]: the same values go there twice
-        tl.store(part + (sig * NB + tau) * BT + i, tl.where(on_diagonal, diag, tl.cumsum(rsum, axis=0, reverse=True)))
+        if on_diagonal:
+            P = tl.cumsum(W, axis=1) - W
+            at_s = tl.sum(tl.where(lt[:, None] >= ls[None, :], P, 0.0), axis=0)
+            at_t = at_s  # both slots are [tau, tau]: the same values go there twice
+        else:
+            col = tl.sum(W, axis=0)
+            at_s = tl.cumsum(col, axis=0) - col
+            at_t = tl.cumsum(tl.sum(W, axis=1), axis=0, reverse=True)
+        tl.store(part + (tau * NB + sig) * BT + i, at_s)
+        tl.store(part + (sig * NB + tau) * BT + i, at_t)
     tl.store(dcb_ptr + tile, dcb)
 
 
@@ -153,8 +157,8 @@ def _bwd_dx_kernel(
             other=0.0,
         )  # (BT, BP)
         MT = cbT * tl.exp(tl.where(causal, diffT, float("-inf")))
-        # tf32 with 16-bit inputs: rounding MT to bf16 sums up in d dt_bias past the tolerance rule
-        acc += _dot32(MT, dyt, PREC)  # dy fp32 (with the silu(z) gate): tf32, else x's dtype
+        # 16 bits of MT: rounding it to bf16 sums up in d dt_bias past the tolerance rule
+        acc += _dot_hilo(MT, dyt, PREC, UPCAST)  # dy fp32 (with the silu(z) gate): tf32, else x's dtype
 
     # the state after the chunk: w_s B_s dE^T, w_s = exp(cum_last - cum_s) for the chunk's last segment
     last = row + ci * Q + Q - 1
@@ -174,7 +178,7 @@ def _bwd_dx_kernel(
         mask=nmask[:, None] & pmask[None, :],
         other=0.0,
     )  # (BN, BP): dE^T
-    BdE = _dot32(Bs, dE, PREC)  # (BS, BP)
+    BdE = _dot_hilo(Bs, dE, PREC, UPCAST)  # (BS, BP)
     dt_s = tl.load(dtp_ptr + row + rs)
     xsf = xs.to(tl.float32)
     tl.store(wterm_ptr + row + rs, w * dt_s * tl.sum(xsf * BdE, axis=1))  # reaches a_u for s < u <= last
@@ -198,7 +202,7 @@ def _bwd_dbc_kernel(
     sx_b, sx_l, sx_h, sx_p, sB_b, sB_l, sB_g, sB_n, sC_b, sC_l, sC_g, sC_n, sy_b, sy_l, sy_h, sy_p,
     sdB_b, sdB_l, sdB_g, sdB_n, sdC_b, sdC_l, sdC_g, sdC_n,
     Q: tl.constexpr, BR: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
-    HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, LOW: tl.constexpr,
 ):  # fmt: skip
     n_nblocks = tl.cdiv(n, BN)
     pid_r, pid_n = tl.program_id(0) // n_nblocks, tl.program_id(0) % n_nblocks
@@ -227,7 +231,7 @@ def _bwd_dbc_kernel(
             mask=(rt < l)[:, None] & nmask[None, :],
             other=0.0,
         )
-        dB += _dot32(dcbT, Ct, PREC)
+        dB += _dot_hilo(dcbT, Ct, PREC, UPCAST)
     for k in range(0, (pid_r + 1) * BR, BR):
         ls = k + tl.arange(0, BR)
         rs = ci * Q + ls
@@ -237,12 +241,10 @@ def _bwd_dbc_kernel(
             mask=(rs < l)[:, None] & nmask[None, :],
             other=0.0,
         )
-        dC += _dot32(dcb, Bs, PREC)
+        dC += _dot_hilo(dcb, Bs, PREC, UPCAST)
 
     # the states of every head of the group: dB_r += w_r dt_r x_r dE, dC_r += e_r dy_r S_in
-    Cr = tl.load(C_ptr + bi * sC_b + rr[:, None] * sC_l + gi * sC_g + rn[None, :] * sC_n, mask=rn_mask, other=0.0).to(
-        tl.float32
-    )
+    Cr = tl.load(C_ptr + bi * sC_b + rr[:, None] * sC_l + gi * sC_g + rn[None, :] * sC_n, mask=rn_mask, other=0.0)
     if HAS_SEG:
         seg_r = tl.load(seg_ptr + bi * Lp + rr)
         seg_last, seg_before = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
@@ -269,10 +271,16 @@ def _bwd_dbc_kernel(
         state = (bc * h + hi) * p * n + rp[:, None] * n + rn[None, :]
         dE = tl.load(dend_ptr + state, mask=pn_mask, other=0.0)  # (BP, BN)
         S_in = tl.load(enter_ptr + state, mask=pn_mask, other=0.0)
-        dB += _dot32(xr.to(tl.float32) * w[:, None], dE, PREC)
-        Y = _dot32(dyr, S_in, PREC) * e[:, None]  # (BR, BN): e_r dy_r S_in
+        xw = xr.to(tl.float32) * w[:, None]
+        if LOW:  # 16-bit inputs: x dt w and dy e rounded to x's dtype (the fp32 states in two parts, _dot_hilo)
+            dB += _dot_hilo(_round_to(xw, xr.dtype, UPCAST), dE, PREC, UPCAST)
+            dyw = _round_to(dyr.to(tl.float32), xr.dtype, UPCAST)
+            Y = _dot_hilo(dyw, S_in, PREC, UPCAST) * e[:, None]  # (BR, BN): e_r dy_r S_in
+        else:
+            dB += _dot32(xw, dE, PREC)
+            Y = _dot32(dyr, S_in, PREC) * e[:, None]
         dC += Y
-        tl.store(dcum_ptr + pid_n.to(tl.int64) * bhl + row + rr, tl.sum(Y * Cr, axis=1))
+        tl.store(dcum_ptr + pid_n.to(tl.int64) * bhl + row + rr, tl.sum(Y * Cr.to(tl.float32), axis=1))
 
     tl.store(
         dB_ptr + bi * sdB_b + rr[:, None] * sdB_l + gi * sdB_g + rn[None, :] * sdB_n,
@@ -340,6 +348,7 @@ def chunk_bwd(x, B, C, dy, dtp, cum, cum_lo, segp, cb, enter, dend, D, Q, prec):
         l, h, p, n, Lp, h // g, g, b * h * Lp,
         *x.stride(), *B.stride(), *C.stride(), *dy.stride(), *dB.stride(), *dC.stride(),
         Q=Q, BR=BR, BP=BP, BN=BN, HAS_SEG=segp is not None, CUM_LO=cum_lo is not None, PREC=prec, UPCAST=upcast,
+        LOW=x.dtype != torch.float32,
         **LAUNCH["dbc"],
     )  # fmt: skip
 

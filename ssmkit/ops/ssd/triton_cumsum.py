@@ -13,6 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .triton_state import _round_to, upcast_dots
+
 
 @triton.jit
 def _dt_transform(raw, lo_lim, hi_lim, SOFTPLUS: tl.constexpr, HAS_LIMIT: tl.constexpr):
@@ -70,7 +72,7 @@ def _dt_cumsum_bwd_kernel(
     dcum_ptr, da_ptr, ddt_ptr, dt_ptr, bias_ptr, A_ptr, dtp_ptr, ddt_out_ptr, dA_part_ptr, dbias_part_ptr,
     l, h, Lp, s_b, s_l, s_h, so_b, so_l, so_h, lo_lim, hi_lim,
     Q: tl.constexpr, BLOCK_H: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_LIMIT: tl.constexpr,
+    HAS_LIMIT: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
     pid_bc, pid_h = tl.program_id(0).to(tl.int64), tl.program_id(1)
     nc = Lp // Q
@@ -93,7 +95,11 @@ def _dt_cumsum_bwd_kernel(
         raw += tl.load(bias_ptr + hh, mask=hmask, other=0.0).to(tl.float32)[None, :]
     _, dval = _dt_transform(raw, lo_lim, hi_lim, SOFTPLUS, HAS_LIMIT)
     draw = tl.where(mask, ddt * dval, 0.0)
-    tl.store(ddt_out_ptr + bi * so_b + t[:, None] * so_l + hh[None, :] * so_h, draw, mask=mask)
+    tl.store(
+        ddt_out_ptr + bi * so_b + t[:, None] * so_l + hh[None, :] * so_h,
+        _round_to(draw, ddt_out_ptr.dtype.element_ty, UPCAST),
+        mask=mask,
+    )
     tl.store(dbias_part_ptr + pid_bc * h + hh, tl.sum(draw, axis=0), mask=hmask)
 
 
@@ -138,5 +144,6 @@ def dt_cumsum_bwd(dcum, da, ddt_direct, dt, dt_bias, A, dtp, dt_softplus, dt_lim
         dcum, da, ddt_direct, dt, dt_bias if dt_bias is not None else A, A, dtp, ddt, dA_part, dbias_part,
         l, h, Lp, *dt.stride(), *ddt.stride(), lo, hi,
         Q=Q, BLOCK_H=BLOCK_H, HAS_BIAS=dt_bias is not None, SOFTPLUS=dt_softplus, HAS_LIMIT=has_limit,
+        UPCAST=upcast_dots(dt.dtype),
     )  # fmt: skip
     return ddt, dA_part.sum(0), dbias_part.sum(0) if dt_bias is not None else None

@@ -9,7 +9,7 @@ One program owns BM rows (tokens t) of one chunk, one head and a block of the he
 The dual form runs block by block over s <= t (the blocks above the diagonal are skipped) with C_t . B_s read
 from triton_cb (computed once per chunk and group). The weights exp(cum_t - cum_s) (C_t . B_s) dt_s are formed in
 fp32 and, with 16-bit inputs, rounded to x's dtype for the tensor-core product with x_s (fp32 inputs: exact fp32
-products). The entering state's term is a tf32 product (the state is an fp32 sum).
+products). The entering state's term keeps 16 bits of the fp32 state (_dot_hilo).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_state import _chunk_segments, _dot, _dot32, _round_to, upcast_dots
+from .triton_state import _chunk_segments, _dot, _dot_hilo, _round_to, upcast_dots
 
 
 @triton.jit
@@ -65,7 +65,7 @@ def _chunk_scan_fwd_kernel(
         mask=nmask[:, None] & pmask[None, :],
         other=0.0,
     )
-    acc = _dot32(Ct, S, PREC) * e_t[:, None]  # (BM, BP)
+    acc = _dot_hilo(Ct, S, PREC, UPCAST) * e_t[:, None]  # (BM, BP)
 
     # stage 1: blocks of s at or below the diagonal
     cb_row = cb_ptr + ((bi * nc + ci) * (h // hg) + gi) * Q * Q + lm[:, None] * Q
@@ -107,7 +107,7 @@ def _chunk_scan_fwd_kernel(
 
 # rows t per program (at most the chunk) and launch settings (None: Triton's default), settable by benchmarks
 BLOCK_M = 64
-LAUNCH = {}
+LAUNCH = {"num_warps": 4, "num_stages": 1}  # H200, W2: 2.05 ms per fwd+bwd against 3.5 with 3 stages
 
 
 def chunk_scan_fwd(x, z, cb, C, dtp, cum, cum_lo, segp, enter, D, Q, prec, store_ypre):
