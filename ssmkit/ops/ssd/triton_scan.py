@@ -7,9 +7,10 @@ One program owns BM rows (tokens t) of one chunk, one head and a block of the he
         + D x_t;            out_t = y_t * silu(z_t)
 
 The dual form runs block by block over s <= t (the blocks above the diagonal are skipped) with C_t . B_s read
-from triton_cb (computed once per chunk and group). The weights exp(cum_t - cum_s) (C_t . B_s) dt_s are formed in
-fp32 and, with 16-bit inputs, rounded to x's dtype for the tensor-core product with x_s (fp32 inputs: exact fp32
-products). The entering state's term keeps 16 bits of the fp32 state (_dot_hilo).
+from triton_cb (computed once per chunk and group). The weights M_ts = exp(cum_t - cum_s) (C_t . B_s) dt_s are
+formed in fp32 and, with bf16 inputs, meet x_s as two bf16 parts (_dot_hilo): rounded once to bf16, M put y at
+0.94 of the tolerance rule's bound at W2's size on the H200 (0.77 -> 0.39 in the interpreter at h 64, L 2048).
+The entering state's term keeps 16 bits of the fp32 state the same way. fp32 inputs: exact fp32 products.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_state import _chunk_segments, _dot, _dot_hilo, _round_to, upcast_dots
+from .triton_state import _chunk_segments, _dot_hilo, _round_to, upcast_dots
 
 
 @triton.jit
@@ -88,7 +89,7 @@ def _chunk_scan_fwd_kernel(
             other=0.0,
         )  # (BM, BP)
         M = cb * decay * dt_s[None, :]
-        acc += _dot(_round_to(M, xs.dtype, UPCAST), xs, PREC, UPCAST)
+        acc += _dot_hilo(M, xs, PREC, UPCAST)
 
     omask = mmask[:, None] & pmask[None, :]
     if HAS_D:
