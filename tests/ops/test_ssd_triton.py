@@ -160,8 +160,9 @@ def interpret(monkeypatch):
 
 
 @pytest.mark.triton_interpret
-@pytest.mark.parametrize(("l", "chunk_size"), [(1, 64), (7, 64), (63, 16), (257, 128)])
+@pytest.mark.parametrize(("l", "chunk_size"), [(1, 64), (7, 64), (63, 16), (257, 128), (300, 256)])
 def test_fp32_full(interpret, l, chunk_size):
+    # chunk 256: four blocks of 64 rows in the backward, so d a also takes whole tiles strictly around a block
     check(FULL, l, chunk_size, torch.float32, interpret, seed=l)
 
 
