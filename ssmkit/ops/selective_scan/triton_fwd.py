@@ -76,7 +76,7 @@ def _fwd_seq_kernel(
     D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
     TT: tl.constexpr, H0_MODE: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr, HAS_D: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, WRITE_CKPT: tl.constexpr,
-    LOCAL: tl.constexpr,
+    LOCAL: tl.constexpr, AHEAD: tl.constexpr,
 ):  # fmt: skip
     """The forward as a plain recurrence: one channel per thread, its n states in registers, TT steps unrolled.
 
@@ -110,22 +110,33 @@ def _fwd_seq_kernel(
     t_start = pid_c * chunk_len
     t_stop = tl.minimum(t_start + chunk_len, L)
     zeros_d = tl.zeros((BD,), dtype=tl.int32)
-    # step t's inputs are loaded one step ahead, before step t-1's output is stored: a store to y may alias the
-    # inputs as far as the compiler knows, so it would not issue later loads early by itself
-    uu_n, _raw, dd_n, Bt_n, Ct_n, zz_n, keep_n = _step_inputs(
-        u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t_start, t_stop, L, offs_d, offs_n, mask_n, grp,
-        zeros_d, D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, not LOCAL,
+    # Loads run ahead of their step: u, dt, z (streamed from memory) AHEAD steps, B, C (shared by the block, from
+    # L1/L2) one step; issued before the previous step's store to y, which may alias the inputs as far as the
+    # compiler knows, so it would not move them early by itself. Tuples hold the steps in flight, oldest first.
+    ring_u, ring_dt, ring_z = (), (), ()
+    for k in tl.static_range(AHEAD):
+        uu_k, raw_k, zz_k = _channel_loads(
+            u_ptr, dt_ptr, z_ptr, b64, t_start + k, t_stop, L, offs_d, zeros_d, D_MODEL, Z_ROW, HAS_Z, not LOCAL
+        )  # fmt: skip
+        ring_u, ring_dt, ring_z = ring_u + (uu_k,), ring_dt + (raw_k,), ring_z + (zz_k,)  # noqa: RUF005
+    Bt_n, Ct_n, keep_n = _group_loads(
+        B_ptr, C_ptr, seq_ptr, b64, t_start, t_stop, L, offs_n, mask_n, grp, zeros_d, G, N, HAS_SEQ, not LOCAL
     )  # fmt: skip
     for t0 in range(t_start, t_stop, TT):
         if WRITE_CKPT:
             tl.store(ckpt_ptr + (b64 * n_tiles + t0 // TT) * D_MODEL * N + offs_nd, h, mask=mask_nd)
         for j in tl.static_range(TT):
             t = t0 + j
-            uu, dd, Bt, Ct, zz, keep = uu_n, dd_n, Bt_n, Ct_n, zz_n, keep_n
-            uu_n, _raw, dd_n, Bt_n, Ct_n, zz_n, keep_n = _step_inputs(
-                u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t + 1, t_stop, L, offs_d, offs_n, mask_n,
-                grp, zeros_d, D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, not LOCAL,
+            uu, raw, zz = ring_u[0], ring_dt[0], ring_z[0]
+            Bt, Ct, keep = Bt_n, Ct_n, keep_n
+            uu_k, raw_k, zz_k = _channel_loads(
+                u_ptr, dt_ptr, z_ptr, b64, t + AHEAD, t_stop, L, offs_d, zeros_d, D_MODEL, Z_ROW, HAS_Z, not LOCAL
             )  # fmt: skip
+            ring_u, ring_dt, ring_z = ring_u[1:] + (uu_k,), ring_dt[1:] + (raw_k,), ring_z[1:] + (zz_k,)  # noqa: RUF005
+            Bt_n, Ct_n, keep_n = _group_loads(
+                B_ptr, C_ptr, seq_ptr, b64, t + 1, t_stop, L, offs_n, mask_n, grp, zeros_d, G, N, HAS_SEQ, not LOCAL
+            )  # fmt: skip
+            _, dd = _delta(raw, bias, t, t_stop, zeros_d, HAS_BIAS, SOFTPLUS)
             dA = tl.exp2(dd[None, :] * A2)  # (NP, BD)
             if HAS_SEQ:
                 dA = dA * keep[None, :]
@@ -150,37 +161,67 @@ def _fwd_seq_kernel(
 
 
 @triton.jit
-def _step_inputs(
-    u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t, t_stop, L, offs_d, offs_n, mask_n, grp, zeros_d,
-    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr,
-    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, LOAD_CZ: tl.constexpr,
+def _channel_loads(
+    u_ptr, dt_ptr, z_ptr, b64, t, t_stop, L, offs_d, zeros_d,
+    D_MODEL: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr, LOAD_Z: tl.constexpr,
 ):  # fmt: skip
-    """Step t's u, raw dt (+ bias), Delta, B, C, z, (BD,) / (NP,) in fp32, and keep (1.0, or 0.0 where seq_idx
-    changes at t > 0). C and z are loaded only with LOAD_CZ (else zeros).
-
-    Past t_stop everything is 0 and keep is 1, so the step leaves the state unchanged.
-    """
+    """Step t's u, raw dt and z (z only with HAS_Z and LOAD_Z, else zeros), (BD,) fp32; 0 past t_stop."""
     ok_d = (zeros_d + t) < t_stop  # (BD,)
-    ok_n = (offs_n * 0 + t < t_stop) & mask_n  # (NP,)
     row = b64 * L + t
     uu = tl.load(u_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
     raw = tl.load(dt_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+    zz = tl.zeros_like(uu)
+    if HAS_Z and LOAD_Z:
+        zz = tl.load(z_ptr + row * Z_ROW + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+    return uu, raw, zz
+
+
+@triton.jit
+def _group_loads(
+    B_ptr, C_ptr, seq_ptr, b64, t, t_stop, L, offs_n, mask_n, grp, zeros_d,
+    G: tl.constexpr, N: tl.constexpr, HAS_SEQ: tl.constexpr, LOAD_C: tl.constexpr,
+):  # fmt: skip
+    """Step t's B, C (NP,) fp32 (C only with LOAD_C, else zeros) and keep (BD,): 1.0, or 0.0 where seq_idx changes
+    at t > 0; past t_stop B, C are 0 and keep is 1, so the step leaves the state unchanged."""
+    ok_d = (zeros_d + t) < t_stop  # (BD,)
+    ok_n = (offs_n * 0 + t < t_stop) & mask_n  # (NP,)
+    row = b64 * L + t
+    Bt = tl.load(B_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
+    Ct = tl.zeros_like(Bt)
+    if LOAD_C:
+        Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
+    keep = tl.zeros((zeros_d.shape[0],), dtype=tl.float32) + 1.0
+    if HAS_SEQ:
+        cur = tl.load(seq_ptr + row + zeros_d, mask=ok_d, other=0)
+        prev = tl.load(seq_ptr + row - 1 + zeros_d, mask=ok_d & (zeros_d + t > 0), other=0)
+        keep = tl.where((cur == prev) | (zeros_d + t == 0) | (~ok_d), 1.0, 0.0)  # (BD,)
+    return Bt, Ct, keep
+
+
+@triton.jit
+def _delta(raw, bias, t, t_stop, zeros_d, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """raw dt (BD,) -> (raw + bias, Delta = softplus of that when SOFTPLUS, 0 past t_stop)."""
     if HAS_BIAS:
         raw += bias
     dd = raw
     if SOFTPLUS:
         dd = _softplus(raw)
-    dd = tl.where(ok_d, dd, 0.0)
-    Bt = tl.load(B_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
-    Ct = tl.zeros_like(Bt)
-    zz = tl.zeros_like(uu)
-    if LOAD_CZ:
-        Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
-        if HAS_Z:
-            zz = tl.load(z_ptr + row * Z_ROW + offs_d, mask=ok_d, other=0.0).to(tl.float32)
-    keep = tl.zeros_like(uu) + 1.0
-    if HAS_SEQ:
-        cur = tl.load(seq_ptr + row + zeros_d, mask=ok_d, other=0)
-        prev = tl.load(seq_ptr + row - 1 + zeros_d, mask=ok_d & (zeros_d + t > 0), other=0)
-        keep = tl.where((cur == prev) | (zeros_d + t == 0) | (~ok_d), 1.0, 0.0)  # (BD,)
+    return raw, tl.where((zeros_d + t) < t_stop, dd, 0.0)
+
+
+@triton.jit
+def _step_inputs(
+    u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t, t_stop, L, offs_d, offs_n, mask_n, grp, zeros_d,
+    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, LOAD_CZ: tl.constexpr,
+):  # fmt: skip
+    """Step t's u, raw dt (+ bias), Delta, B, C, z, (BD,) / (NP,) in fp32, and keep (see `_group_loads`).
+    C and z are loaded only with LOAD_CZ (else zeros)."""
+    uu, raw, zz = _channel_loads(
+        u_ptr, dt_ptr, z_ptr, b64, t, t_stop, L, offs_d, zeros_d, D_MODEL, Z_ROW, HAS_Z, LOAD_CZ
+    )  # fmt: skip
+    raw, dd = _delta(raw, bias, t, t_stop, zeros_d, HAS_BIAS, SOFTPLUS)
+    Bt, Ct, keep = _group_loads(
+        B_ptr, C_ptr, seq_ptr, b64, t, t_stop, L, offs_n, mask_n, grp, zeros_d, G, N, HAS_SEQ, LOAD_CZ
+    )  # fmt: skip
     return uu, raw, dd, Bt, Ct, zz, keep

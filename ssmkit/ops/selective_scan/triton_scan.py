@@ -19,6 +19,9 @@ from .triton_fwd import _chunk_combine_kernel, _fwd_seq_kernel
 TT = 16
 # forward: BD_FWD channels per program, one per thread (the n states of a channel in its registers)
 BD_FWD = 128
+# forward: how many steps ahead of their use u, dt and z are loaded (B, C: one step). H200, W1 fwd at L = 1K / 8K /
+# 64K: 3.70 / 5.99 / 6.00 ms at 1, 3.67 / 5.93 / 5.93 at 2, 3.43 / 5.59 / 5.61 at 4, 4.46 / 6.45 / 6.47 at 8
+AHEAD = 4
 # backward: one warp of BD_BWD channels per program, the states recomputed in sub-tiles of SUB steps in registers
 # (H200, W1: 32 channels and 4 steps were fastest; 8 or 16 channels per warp 71-91 ms against 53 at 1K)
 BD_BWD = 32
@@ -86,7 +89,7 @@ def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx,
     ckpt = _empty(b, n_tiles, d, n, dtype=torch.float32, device=dev) if need_ckpt else final
     grid = (blocks, nc, b)
     common = dict(
-        D_MODEL=d, G=g, N=n, NP=triton.next_power_of_2(n), BD=BD, TT=TT, HAS_D=has_D, **flags,
+        D_MODEL=d, G=g, N=n, NP=triton.next_power_of_2(n), BD=BD, TT=TT, AHEAD=AHEAD, HAS_D=has_D, **flags,
         num_warps=max(1, min(8, BD // 32)),
     )  # fmt: skip
     if nc == 1:
