@@ -95,6 +95,28 @@ def test_unfused_path_where_fused_does_not_apply():
     assert unfused(layer)(x)[0].grad_fn.name() != "MambaInnerFnBackward"
 
 
+def test_fused_backward_frees_the_scan_output_before_the_scan_backward(monkeypatch):
+    """y (b, l, E) goes once out_proj's gradients are taken: the scan's backward runs without it."""
+    import weakref
+
+    from ssmkit.layers import mamba_inner
+
+    seen = []
+
+    def watched(xc, *args, **kw):
+        y, final = branch(xc, *args, **kw)
+        if torch.is_grad_enabled():  # the recompute inside backward
+            ref = weakref.ref(y)
+            xc.register_hook(lambda g: seen.append(ref() is None))  # runs during the scan's backward
+        return y, final
+
+    branch = mamba_inner.ssm_branch
+    monkeypatch.setattr(mamba_inner, "ssm_branch", watched)
+    layer = make_layer()
+    layer(torch.randn(1, 9, 16, requires_grad=True))[0].sum().backward()
+    assert seen == [True]
+
+
 def saved_activation_bytes(layer, x) -> int:
     """Bytes of the unique storages autograd keeps for backward, parameters left out."""
     params = {p.untyped_storage().data_ptr() for p in layer.parameters()}
