@@ -11,8 +11,8 @@ Matmul operands are in x's dtype: bf16 / fp16 on the tensor cores, fp32 as exact
 16-bit inputs the forward rounds its decay-weighted operands (the scores M, x dt w) to x's dtype; products with an
 fp32 sum (states, dCB, the backward's scores) split it into two bf16 parts (_dot_hilo; fp16: tf32), since one
 rounding there sums up in d dt_bias / dA past the tolerance rule. The state, the decays and every accumulation
-are fp32. With fp32 inputs the cumulative decay is summed in fp64 and
-kept as two fp32 numbers (triton_cumsum), so the fp32 path is as accurate as the fp32 reference.
+are fp32. With fp32 inputs the cumulative decay is summed in fp64 and kept as two fp32 numbers (triton_cumsum),
+so the fp32 path is as accurate as the fp32 reference.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def unsupported_reason(dtype: torch.dtype, p: int, n: int, chunk_size: int) -> s
     if chunk_size not in _CHUNKS:
         return f"chunk_size: expects one of {_CHUNKS}, got {chunk_size}"
     if p > 128 or n > 256 or p * n > 128 * 128:
-        # the backward holds (p, n) fp32 tiles in shared memory: p = 128 with n = 256 needs 256 KB, over the 227 KB
+        # the backward's dx kernel holds a whole (p, n) fp32 tile of d_end: at p = 128, n = 256 that is over the
+        # 227 KB of shared memory (measured as an OutOfResources launch failure before the current kernels)
         return f"x, B: expects p <= 128, n <= 256 and p * n <= 16384, got p = {p}, n = {n}"
     return None
 
