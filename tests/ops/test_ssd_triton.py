@@ -179,6 +179,12 @@ def test_bf16_without_gate(interpret):
 
 
 @pytest.mark.triton_interpret
+def test_largest_tiles(interpret):
+    # p = 128, n = 256, two chunks: every kernel at its largest tiles
+    check(Case(b=1, h=2, p=128, g=1, n=256, z=False), 40, 32, torch.float32, interpret, seed=11)
+
+
+@pytest.mark.triton_interpret
 def test_fp32_plain_and_per_head(interpret):
     check(PLAIN, 63, 16, torch.float32, interpret, seed=3)
     check(PER_HEAD, 40, 32, torch.float32, interpret, seed=4)
@@ -272,10 +278,10 @@ def test_cuda_sizes(case):
 
 @pytest.mark.cuda
 @cuda
-def test_cuda_too_large_tiles_are_refused_by_name():
-    # p = 128 with n = 256 needs 256 KB of shared memory in the backward: a clear error, not a compiler crash
-    with pytest.raises(ValueError, match="p \\* n <= 16384"):
-        check(Case(b=1, h=2, p=128, g=1, n=256), 64, 64, torch.bfloat16, "cuda", seed=5)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_largest_tiles(dtype):
+    # p = 128 with n = 256: the largest tiles (the dx kernel's whole (p, n) d_end tile in shared memory)
+    check(Case(b=1, h=2, p=128, g=1, n=256), 300, 256, dtype, "cuda", seed=5)
 
 
 @pytest.mark.cuda
@@ -304,6 +310,8 @@ def test_sizes_the_kernels_cannot_take_are_named():
     from ssmkit.ops.ssd.triton_ssd import unsupported_reason
 
     assert unsupported_reason(torch.bfloat16, 64, 128, 256) is None
-    assert "p * n <= 16384" in unsupported_reason(torch.bfloat16, 128, 256, 256)
+    assert unsupported_reason(torch.bfloat16, 128, 256, 256) is None
+    assert "p <= 128" in unsupported_reason(torch.bfloat16, 256, 64, 256)
+    assert "n <= 256" in unsupported_reason(torch.bfloat16, 64, 512, 256)
     assert "chunk_size" in unsupported_reason(torch.float32, 64, 64, 100)
     assert "float16" in unsupported_reason(torch.float64, 64, 64, 256)
