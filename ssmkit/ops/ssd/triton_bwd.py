@@ -327,14 +327,12 @@ def chunk_bwd(x, B, C, dy, dtp, cum, cum_lo, segp, cb, enter, dend, D, Q, prec):
         Dp, sD = x, (0, 0)
     else:
         Dp, sD = D, ((D.stride(0), 0) if D.dim() == 1 else tuple(D.stride()))
-    # whole (n, p) fp32 d_end tiles: fewer pipeline stages where they are large (p 128, n 128)
-    dx_launch = {"num_stages": 2, **LAUNCH["dx"]} if BP * BN_full > 8192 else LAUNCH["dx"]
     _bwd_dx_kernel[(b * nc * h, Q // BS)](
         x, B, dy, dtp, cum, cum_lo_, seg_, cb, dend, Dp, dx, ddt, wterm, dD if dD is not None else ddt,
         l, h, p, n, Lp, h // g,
         *x.stride(), *B.stride(), *dy.stride(), *dx.stride(), *sD,
         Q=Q, BS=BS, BP=BP, BN=BN_full, HAS_D=D is not None, HAS_SEG=segp is not None, CUM_LO=cum_lo is not None,
-        PREC=prec, UPCAST=upcast, **dx_launch,
+        PREC=prec, UPCAST=upcast, **LAUNCH["dx"],
     )  # fmt: skip
 
     BR = min(BLOCK_R, Q)
