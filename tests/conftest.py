@@ -24,3 +24,13 @@ def without_interpreter(monkeypatch):
     yield
     monkeypatch.undo()
     _backend.triton_status.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def fresh_triton_status():
+    """Triton's status as the session's environment gives it, whatever an earlier module cached."""
+    from ssmkit.ops import _backend
+
+    _backend.triton_status.cache_clear()
+    yield
+    _backend.triton_status.cache_clear()

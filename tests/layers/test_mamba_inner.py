@@ -12,7 +12,6 @@ import torch
 
 from ssmkit.layers.mamba import Mamba, MambaConfig
 from ssmkit.layers.mamba2 import Mamba2, Mamba2Config
-from ssmkit.ops import _backend
 from tests.layers.mixer_checks import check_step_equals_forward
 from tests.rules import assert_by_rule, grads
 
@@ -150,14 +149,6 @@ def check_fused_keeps_less(backend, b, l, d_model):
 
 def test_fused_keeps_fewer_bytes():
     assert check_fused_keeps_less("torch", 1, 256, 64) == 256 * 1280  # 1,280 B/token (fp32, d_model 64)
-
-
-@pytest.fixture
-def fresh_triton_status():
-    """Triton's status as the session's environment gives it, whatever an earlier module cached."""
-    _backend.triton_status.cache_clear()
-    yield
-    _backend.triton_status.cache_clear()
 
 
 @pytest.mark.triton_interpret

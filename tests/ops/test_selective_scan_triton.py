@@ -18,12 +18,7 @@ HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fresh_triton_status():
-    """Triton's status as the session's environment gives it, whatever an earlier module cached."""
-    _backend.triton_status.cache_clear()
-    yield
-    _backend.triton_status.cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_triton_status")  # tests/conftest.py
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import torch
 
 pytest.importorskip("triton")
 
-from ssmkit.ops._backend import triton_status
 from ssmkit.ops.ssd import ssd
 from tests.rules import assert_by_rule, grads
 
@@ -25,12 +24,7 @@ CUDA = torch.cuda.is_available()
 NAMES = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_state")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fresh_triton_status():
-    """Triton's status as the session's environment gives it, whatever an earlier module cached."""
-    triton_status.cache_clear()
-    yield
-    triton_status.cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_triton_status")  # tests/conftest.py
 
 
 @dataclass(frozen=True)
