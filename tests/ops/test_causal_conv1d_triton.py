@@ -15,6 +15,7 @@ pytest.importorskip("triton")
 
 from ssmkit.ops import _backend
 from ssmkit.ops.causal_conv1d import causal_conv1d, causal_conv1d_update
+from tests.buffers import nan_empty
 from tests.rules import assert_by_rule
 
 HAS_CUDA = torch.cuda.is_available()
@@ -25,10 +26,6 @@ NAMES = ("x", "weight", "bias", "initial_state")
 pytestmark = pytest.mark.usefixtures("fresh_triton_status")  # tests/conftest.py
 
 
-def _nan_empty(*shape, dtype, device):
-    return torch.full(shape, float("nan"), dtype=dtype, device=device)
-
-
 @pytest.fixture
 def kernels(monkeypatch):
     """Every buffer the kernels write starts as NaN (an unwritten element fails the comparison), and the tiles are
@@ -37,8 +34,8 @@ def kernels(monkeypatch):
     test_matches_reference splits them."""
     from ssmkit.ops.causal_conv1d import triton_conv, triton_update
 
-    monkeypatch.setattr(triton_conv, "_empty", _nan_empty)
-    monkeypatch.setattr(triton_update, "_empty", _nan_empty)
+    monkeypatch.setattr(triton_conv, "_empty", nan_empty)
+    monkeypatch.setattr(triton_update, "_empty", nan_empty)
     for name, value in dict(
         SPAN=8, ROWS=4, BLOCK_D=8, BLOCK_L_BWD=4, BWD_TILES=2, BLOCK_D_BWD=8, BLOCK_D_STATE=8
     ).items():  # fmt: skip

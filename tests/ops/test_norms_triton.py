@@ -12,6 +12,7 @@ pytest.importorskip("triton")
 
 from ssmkit.ops import _backend
 from ssmkit.ops.norms import gated_rms_norm, rms_norm
+from tests.buffers import nan_empty
 from tests.rules import assert_by_rule
 
 HAS_CUDA = torch.cuda.is_available()
@@ -26,10 +27,7 @@ def kernels(monkeypatch):
     """The kernel module, every buffer it writes starting as NaN, so an unwritten element fails the comparison."""
     from ssmkit.ops.norms import triton_norm
 
-    def empty(*shape, dtype, device):
-        return torch.full(shape, float("nan"), dtype=dtype, device=device)
-
-    monkeypatch.setattr(triton_norm, "_empty", empty)
+    monkeypatch.setattr(triton_norm, "_empty", nan_empty)
     return triton_norm
 
 

@@ -12,6 +12,7 @@ pytest.importorskip("triton")
 
 from ssmkit.ops import _backend
 from ssmkit.ops.selective_scan import selective_scan
+from tests.buffers import nan_empty
 from tests.rules import assert_by_rule
 
 HAS_CUDA = torch.cuda.is_available()
@@ -26,10 +27,7 @@ def nan_outputs(monkeypatch):
     """Every buffer the kernels write starts as NaN, so an unwritten element fails the comparison."""
     from ssmkit.ops.selective_scan import triton_scan
 
-    def empty(*shape, dtype, device):
-        return torch.full(shape, float("nan"), dtype=dtype, device=device)
-
-    monkeypatch.setattr(triton_scan, "_empty", empty)
+    monkeypatch.setattr(triton_scan, "_empty", nan_empty)
     return triton_scan
 
 
@@ -108,14 +106,24 @@ def test_matches_reference(b, l, d, n, g, chunks, nan_outputs, monkeypatch):
 
 @pytest.mark.triton_interpret
 def test_deterministic_mode_sums_per_block_partials(nan_outputs, monkeypatch):
-    """Under torch.use_deterministic_algorithms dB and dC come from per-block partials (no atomics): same rule."""
+    """Under torch.use_deterministic_algorithms dB and dC come from per-block partials (no atomics), by default from
+    atomics: both by the same rule, and each launch takes the path it should."""
     monkeypatch.setattr(nan_outputs, "BD_BWD", 4)  # two channel blocks per group
+    kernel, atomic = nan_outputs._bwd_seq_kernel, []
+
+    class Spy:  # records which way each backward launch sums dB, dC
+        def __getitem__(self, grid):
+            return lambda *a, **kw: atomic.append(kw["ATOMIC_BC"]) or kernel[grid](*a, **kw)
+
+    monkeypatch.setattr(nan_outputs, "_bwd_seq_kernel", Spy())
     was, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         compare(make_inputs(1, 21, 8, 4, 1))
     finally:
         torch.use_deterministic_algorithms(was, warn_only=warn)
+    compare(make_inputs(1, 21, 8, 4, 1))
+    assert atomic == [False, True]
 
 
 @pytest.mark.triton_interpret

@@ -14,6 +14,7 @@ pytest.importorskip("triton")
 from ssmkit.ops import _backend
 from ssmkit.ops.selective_scan import selective_scan, selective_scan_step
 from ssmkit.ops.ssd import ssd, ssd_step
+from tests.buffers import nan_empty
 from tests.rules import assert_by_rule
 
 HAS_CUDA = torch.cuda.is_available()
@@ -29,11 +30,8 @@ def nan_outputs(monkeypatch):
     from ssmkit.ops.selective_scan import triton_step as s6_step
     from ssmkit.ops.ssd import triton_step as ssd_step_mod
 
-    def empty(*shape, dtype, device):
-        return torch.full(shape, float("nan"), dtype=dtype, device=device)
-
-    monkeypatch.setattr(s6_step, "_empty", empty)
-    monkeypatch.setattr(ssd_step_mod, "_empty", empty)
+    monkeypatch.setattr(s6_step, "_empty", nan_empty)
+    monkeypatch.setattr(ssd_step_mod, "_empty", nan_empty)
     return s6_step, ssd_step_mod
 
 
