@@ -29,15 +29,16 @@ pytestmark = pytest.mark.usefixtures("fresh_triton_status")  # tests/conftest.py
 @pytest.fixture
 def kernels(monkeypatch):
     """Every buffer the kernels write starts as NaN (an unwritten element fails the comparison), and the tiles are
-    tiny: a sequence of 19 spans several forward programs (8 rows each, 4 a step), backward tiles and backward
-    programs. Channels fit one block (the interpreter's cost grows with the number of programs);
+    tiny: a sequence of 19 spans several forward programs (8 rows each, 4 a step) and backward programs (6 rows
+    each, 4 a step, so the last step of a span runs past it; the last span, of 1 row, is shorter than the lookahead
+    at w >= 3). Channels fit one block (the interpreter's cost grows with the number of programs);
     test_matches_reference splits them."""
     from ssmkit.ops.causal_conv1d import triton_conv, triton_update
 
     monkeypatch.setattr(triton_conv, "_empty", nan_empty)
     monkeypatch.setattr(triton_update, "_empty", nan_empty)
     for name, value in dict(
-        SPAN=8, ROWS=4, BLOCK_D=8, BLOCK_L_BWD=4, BWD_TILES=2, BLOCK_D_BWD=8, BLOCK_D_STATE=8
+        SPAN=8, ROWS=4, BLOCK_D=8, SPAN_BWD=6, ROWS_BWD=4, BLOCK_D_BWD=8
     ).items():  # fmt: skip
         monkeypatch.setattr(triton_conv, name, value)
     monkeypatch.setattr(triton_update, "BLOCK_D", 8)
@@ -116,7 +117,7 @@ CASES = {  # (activation, bias, initial_state)
 def test_matches_reference(case, w, dtype, kernels, monkeypatch):
     activation, bias, state = CASES[case]
     if w == 4:  # d = 6 in two blocks of channels, the second one partly masked
-        for name in ("BLOCK_D", "BLOCK_D_BWD", "BLOCK_D_STATE"):
+        for name in ("BLOCK_D", "BLOCK_D_BWD"):
             monkeypatch.setattr(kernels, name, 4)
     compare(make_inputs(2, 19, 6, w, bias=bias, state=state, seed=w), dtype, activation)
 
@@ -154,6 +155,30 @@ def test_other_widths(w, kernels):
 
 
 @pytest.mark.triton_interpret
+@pytest.mark.parametrize(("w", "l"), [(1, 7), (2, 1), (2, 64), (4, 7), (4, 63), (5, 11)])
+def test_backward_span_borders(w, l, kernels, monkeypatch):
+    """Backward spans of 3 rows, 2 a step (a span is not a whole number of steps, and at w = 5 the lookahead
+    crosses two span borders); in row 0 sequences start on, before and after span borders (the last one of 1 at
+    l = 7 and 63), row 1 is one sequence; initial_state is read and final_state gets a gradient. Then the
+    gradient of initial_state alone, for which the backward launches the first span only."""
+    monkeypatch.setattr(kernels, "SPAN_BWD", 3)
+    monkeypatch.setattr(kernels, "ROWS_BWD", 2)
+    starts = torch.zeros(2, l, dtype=torch.long)
+    starts[0, [s for s in (4, 6, 7, 12, 15, 17, 29, 30, 31, 62) if s < l]] = 1
+    seq_idx = (starts.cumsum(1) % 2).to(DEVICE)
+    inputs = make_inputs(2, l, 5, w, seed=30 + l)
+    compare(inputs, torch.float32, "silu", seq_idx=seq_idx)
+    if w > 1:
+        dh0 = []
+        for dtype, backend in ((torch.float32, "triton"), (torch.float32, "reference"), (torch.float64, "reference")):
+            args = {k: v.to(dtype) for k, v in inputs.items()}  # only initial_state requires a gradient
+            state = args.pop("initial_state").requires_grad_()
+            y = causal_conv1d(**args, initial_state=state, activation="silu", seq_idx=seq_idx, backend=backend)
+            dh0.append(torch.autograd.grad(y, state, torch.ones_like(y))[0])
+        assert_by_rule("grad initial_state alone", *dh0)
+
+
+@pytest.mark.triton_interpret
 def test_float16(kernels):
     compare(make_inputs(1, 21, 6, 4, seed=5), torch.float16, "silu", seq_idx=packed([[7, 14]]))
 
@@ -173,7 +198,7 @@ def test_gradient_through_one_output(final, grad_y, grad_final, kernels):
 
 @pytest.mark.triton_interpret
 def test_gradients_of_some_inputs(kernels):
-    """weight and bias only: their share from the initial_state positions comes from the state kernel."""
+    """weight and bias only (no dx, no dh0 stored): their share from the taps that read initial_state too."""
     inputs = {k: v.float() for k, v in make_inputs(2, 11, 6, 4, seed=4).items()}
     weight, bias = (inputs[k].clone().requires_grad_() for k in ("weight", "bias"))
     args = dict(activation="silu", initial_state=inputs["initial_state"])

@@ -5,14 +5,19 @@ step, and loads each row of x once: the last W-1 rows ride along in registers (a
 unrolled loop), so the W taps cost no further loads; only the W-1 rows before the span are read again. The compiler
 pipelines the row groups, STAGES-1 groups ahead through shared memory. fp32 accumulate, bias and silu fused.
 
-Backward, with g_t = dy_t * act'(pre_t) (pre recomputed from x, never stored):
-    dx_s        = sum_j weight[:, W-1-j] g_{s+j}          (lookahead of j = 0..W-1 rows, each g recomputed)
-    dweight_k   = sum_s x_s g_{s+W-1-k},   dbias = sum_t g_t   (per-program fp32 partials, summed by torch)
-    dinit_state = dx at the W-1 positions before 0 (a small kernel of its own, with their share of dweight)
-plus, where final_state got a gradient, dfinal added to the inputs it copied. Recomputing pre_{s+j} for each lag j
-takes W^2 shifted loads of the x tile per tile; all but the first of each address should be L1 hits. (Holding
-g_{s+j} as one (W, rows, channels) tile instead, each shifted x tile loaded once, compiled to many shared-memory
-layout conversions and register spills for sm_90: the 3D layouts are the compiler's choice.)
+Backward, with g_t = dy_t * act'(pre_t) (pre recomputed from x, never stored), the same streaming walk:
+    dx_s        = sum_j weight[:, W-1-j] g_{s+j}          (lookahead: lags j = 0..W-1)
+    dweight_k   = sum_t g_t x_{t-(W-1)+k},   dbias = sum_t g_t   (per-program fp32 partials, summed by torch)
+    dinit_state = dx at the W-1 positions before 0
+plus, where final_state got a gradient, dfinal added to the inputs it copied. A program owns a span of outputs
+(its dweight and dbias terms, taps reading initial_state included) and the span's inputs (their dx), and walks t
+from the span's start to W-2 past its end, loading rows of x and dy once: the x window gives pre_t as in the
+forward, and g_t is added at once into the W-1 dx sums still open, dx_{t-1} .. dx_{t-(W-1)}, and a new one for
+dx_t (registers, shifted like the window), so dx_{t-(W-1)} is complete and stored at step t. The first W-1 steps
+only open sums (the earlier g belong to the previous span) and the last W-1 only close them; in the first span
+the sums closed at those first steps are dinit_state, whose g before 0 do not exist. (The earlier backward held
+tiles of rows and recomputed each g_{s+j} for every lag from W^2 shifted loads of x: 3.2 ms at W4 on the H200,
+against the forward's 0.29.)
 
 The kernels see the states time-major, (b, W-1, d) like x, so their loads and stores coalesce too; the
 transposes to and from the public (b, d, W-1) are small torch copies, differentiated by autograd.
@@ -40,16 +45,16 @@ ROWS = 4
 STAGES = 3
 BLOCK_D = 512
 NUM_WARPS = 2
-# backward: a program walks BWD_TILES tiles of BLOCK_L_BWD rows (one dweight/dbias partial per program). The W^2
-# shifted loads are hoisted by ptxas. 32 x 128 with 4 warps spills a little (176 bytes) but measured fastest on
-# the H200 at W4 (fwd+bwd 3.88 ms, against 5.13 ms at 16 rows and 7.70 ms at 8).
-BLOCK_L_BWD = 32
-BLOCK_D_BWD = 128
-BWD_TILES = 8
-NUM_WARPS_BWD = 4
-# initial_state gradient: channels per program of the small state kernel
-BLOCK_D_STATE = 128
-# widths the kernels take; the backward unrolls W x W shifted loads, so wider filters compile slowly
+# backward: the same walk over the outputs of SPAN_BWD steps and the W-1 after them (the lookahead the span's last
+# inputs reach), ROWS_BWD rows of x and of dy a loop step, pipelined over STAGES_BWD stages. It holds about 4W fp32
+# values a channel (taps, x window, dx partials, dweight partials) against the forward's 2W, hence 256 channels on
+# 2 warps (4 a thread) to start with; not yet measured on the H200.
+SPAN_BWD = 256
+ROWS_BWD = 4
+STAGES_BWD = 3
+BLOCK_D_BWD = 256
+NUM_WARPS_BWD = 2
+# widths the kernels take; every tap, window row and partial is its own register tuple element, unrolled by W
 MAX_WIDTH = 8
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -95,28 +100,6 @@ def _load_rows(
 
 
 @triton.jit
-def _preact(
-    x_ptr, h0_ptr, w_ptr, bias_ptr, reach_ptr, b64, rows, lo, offs_d, mask_d, L,
-    D: tl.constexpr, W: tl.constexpr, HAS_H0: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr,
-):  # fmt: skip
-    """pre_t = bias + sum_k weight[:, k] x_{t-(W-1)+k} for t in `rows` (R,): (R, BD) fp32."""
-    all_rows = rows == rows  # (R,) True
-    if HAS_SEQ:
-        reach = tl.load(reach_ptr + b64 * L + rows, mask=(rows >= 0) & (rows < L), other=0)  # (R,)
-    acc = tl.zeros((rows.shape[0], offs_d.shape[0]), dtype=tl.float32)
-    for k in tl.static_range(W):
-        ok = all_rows
-        if HAS_SEQ:
-            ok = reach >= W - 1 - k  # the tap's lag reaches no earlier sequence
-        xk = _load_rows(x_ptr, h0_ptr, b64, rows - (W - 1) + k, lo - (W - 1) + k, ok, offs_d, mask_d, L, D, W, HAS_H0)
-        wk = tl.load(w_ptr + offs_d * W + k, mask=mask_d, other=0.0).to(tl.float32)  # (BD,)
-        acc += xk * wk[None, :]
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)[None, :]
-    return acc
-
-
-@triton.jit
 def _and(mask, cond):
     """mask (R,) and a scalar condition (`mask & cond` fails in Triton 3.9's interpreter)."""
     return tl.where(cond, mask, False)
@@ -139,7 +122,7 @@ def _load_row(
 
 @triton.jit
 def _load_group(x_ptr, b64, t, t_end, offs_d, mask_d, L, D: tl.constexpr, ROWS: tl.constexpr):
-    """x at times t .. t+ROWS-1 (t >= 0), zeros from t_end on: a tuple of ROWS (BD,) fp32 rows."""
+    """x (or dy) at times t .. t+ROWS-1 (t >= 0), zeros from t_end on: a tuple of ROWS (BD,) fp32 rows."""
     rows = ()
     for u in tl.static_range(ROWS):
         ptr = x_ptr + (b64 * L + t + u) * D + offs_d
@@ -207,126 +190,103 @@ def _fwd_kernel(
 
 
 @triton.jit
-def _grad_out(
-    x_ptr, h0_ptr, w_ptr, bias_ptr, reach_ptr, dy_ptr, b64, t, lo, offs_d, mask_d, L,
-    D: tl.constexpr, W: tl.constexpr, HAS_H0: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr,
-    SILU: tl.constexpr,
-):  # fmt: skip
-    """g_t = dy_t * act'(pre_t) for the outputs t (R,), t[0] = lo: (R, BD) fp32, zero outside [0, L)."""
-    in_l = (t >= 0) & (t < L)
-    offs = (b64 * L + t)[:, None] * D + offs_d[None, :]
-    g = tl.load(dy_ptr + offs, mask=in_l[:, None] & mask_d[None, :], other=0.0).to(tl.float32)
-    if SILU:
-        pre = _preact(
-            x_ptr, h0_ptr, w_ptr, bias_ptr, reach_ptr, b64, t, lo, offs_d, mask_d, L, D, W, HAS_H0, HAS_BIAS, HAS_SEQ
-        )  # fmt: skip
-        _, dsilu = _silu_and_grad(pre)
-        g = g * dsilu
-    return g
-
-
-@triton.jit
-def _bwd_rows(
-    x_ptr, h0_ptr, w_ptr, bias_ptr, reach_ptr, dy_ptr, dfinal_ptr, b64, rows, lo, own, offs_d, mask_d, L,
-    D: tl.constexpr, W: tl.constexpr, WP: tl.constexpr, HAS_H0: tl.constexpr, HAS_BIAS: tl.constexpr,
-    HAS_SEQ: tl.constexpr, SILU: tl.constexpr, HAS_DFINAL: tl.constexpr,
-):  # fmt: skip
-    """Gradients through the input positions s in `rows` (R,), rows[0] = lo (negative: initial_state positions).
-
-    x_s feeds y_{s+j} through tap W-1-j, j = 0..W-1; each g_{s+j} is recomputed from x (W shifted loads, from L1).
-    Returns dx_s (R, BD), gx (WP, BD) = sum over the `own` rows of g_{s+j} x_s (row j: dweight of tap W-1-j) and
-    gs (BD,) = sum_s g_s (dbias; zero rows beyond L, and the state kernel drops it).
-    """
-    lags = tl.arange(0, WP)  # (WP,)
-    x0 = _load_rows(x_ptr, h0_ptr, b64, rows, lo, own, offs_d, mask_d, L, D, W, HAS_H0)  # (R, BD) x_s
-    dx = tl.zeros((rows.shape[0], offs_d.shape[0]), dtype=tl.float32)
-    gx = tl.zeros((WP, offs_d.shape[0]), dtype=tl.float32)
-    gs = tl.zeros((offs_d.shape[0],), dtype=tl.float32)
-    for j in tl.static_range(W):
-        g = _grad_out(
-            x_ptr, h0_ptr, w_ptr, bias_ptr, reach_ptr, dy_ptr, b64, rows + j, lo + j, offs_d, mask_d, L,
-            D, W, HAS_H0, HAS_BIAS, HAS_SEQ, SILU,
-        )  # fmt: skip
-        if j == 0:
-            gs = tl.sum(g, axis=0)  # every g_t with t in [0, L) once over the main kernel's tiles
-        if HAS_SEQ:  # x_s reaches y_{s+j} inside its sequence only
-            reach = tl.load(reach_ptr + b64 * L + rows + j, mask=(rows + j >= 0) & (rows + j < L), other=0)
-            g = tl.where((reach >= j)[:, None], g, 0.0)
-        wk = tl.load(w_ptr + offs_d * W + (W - 1 - j), mask=mask_d, other=0.0).to(tl.float32)  # (BD,)
-        dx += g * wk[None, :]
-        gx += tl.where((lags == j)[:, None], tl.sum(g * x0, axis=0)[None, :], 0.0)
-    if HAS_DFINAL:  # noqa: SIM102 (a constexpr and a run-time condition do not combine in Triton)
-        if lo + rows.shape[0] > L - (W - 1):
-            # final[jf] copied the input at s = L-(W-1)+jf, when the last position reached back to it
-            jf = rows - (L - (W - 1))  # (R,)
-            ok = (jf >= 0) & (rows < L)
-            if HAS_SEQ:
-                ok = ok & (L - 1 - rows <= tl.load(reach_ptr + b64 * L + L - 1))
-            offs_f = (b64 * (W - 1) + jf)[:, None] * D + offs_d[None, :]  # (R, BD)
-            dx += tl.load(dfinal_ptr + offs_f, mask=ok[:, None] & mask_d[None, :], other=0.0).to(tl.float32)
-    return dx, gx, gs
-
-
-@triton.jit
 def _bwd_kernel(
-    x_ptr, w_ptr, bias_ptr, h0_ptr, reach_ptr, dy_ptr, dfinal_ptr, dx_ptr, dw_ptr, db_ptr, L, n_progs,
-    D: tl.constexpr, W: tl.constexpr, WP: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
-    TILES: tl.constexpr, HAS_H0: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr,
-    HAS_DFINAL: tl.constexpr, STORE_DX: tl.constexpr, STORE_DW: tl.constexpr, STORE_DB: tl.constexpr,
+    x_ptr, w_ptr, bias_ptr, h0_ptr, reach_ptr, dy_ptr, dfinal_ptr, dx_ptr, dh0_ptr, dw_ptr, db_ptr, L,
+    D: tl.constexpr, W: tl.constexpr, SPAN: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_H0: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr,
+    HAS_DFINAL: tl.constexpr, STORE_DX: tl.constexpr, STORE_DH0: tl.constexpr, STORE_DW: tl.constexpr,
+    STORE_DB: tl.constexpr, STAGES: tl.constexpr,
 ):  # fmt: skip
-    """dx for TILES tiles of rows; partials over them: dw (b, n_progs, W, d) by lag j, db (b, n_progs, d)."""
-    pid_l = tl.program_id(0)
+    """dx (b, l, d) at the SPAN input positions of a span, BLOCK_D channels, walking the outputs t from the span's
+    start to W-2 past its end, ROWS rows a step; the first span also writes dh0 (b, W-1, d), the positions -(W-1)
+    .. -1. Partials over the span's own outputs: dw (b, n_spans, W, d) by lag j, db (b, n_spans, d)."""
+    pid_s = tl.program_id(0)
     b64 = tl.program_id(2).to(tl.int64)
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
     mask_d = offs_d < D
-    lags = tl.arange(0, WP)  # (WP,)
-    gx = tl.zeros((WP, BLOCK_D), dtype=tl.float32)
-    gs = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    for i in range(TILES):
-        row0 = (pid_l * TILES + i) * BLOCK_L
-        rows = row0 + tl.arange(0, BLOCK_L)  # (BL,)
-        dx, gx_i, gs_i = _bwd_rows(
-            x_ptr, h0_ptr, w_ptr, bias_ptr, reach_ptr, dy_ptr, dfinal_ptr, b64, rows, row0, rows < L, offs_d,
-            mask_d, L, D, W, WP, HAS_H0, HAS_BIAS, HAS_SEQ, SILU, HAS_DFINAL,
-        )  # fmt: skip
-        if STORE_DX:
-            offs = (b64 * L + rows)[:, None] * D + offs_d[None, :]
-            _store(dx_ptr, offs, dx, (rows < L)[:, None] & mask_d[None, :])
-        gx += gx_i
-        gs += gs_i
-    part = b64 * n_progs + pid_l
-    offs_w = (part * W + lags[:, None]) * D + offs_d[None, :]  # (WP, BD)
+    t0 = pid_s * SPAN
+    t_end = tl.minimum(t0 + SPAN, L)  # the span's own outputs (dw, db) and inputs (dx)
+    t_stop = tl.minimum(t_end + (W - 1), L)  # rows read: the span and the lookahead its last inputs reach
+    taps = ()  # taps[j] multiplies x_{t-j}: weight[:, W-1-j]  (tuples: no starred ones in Triton's jit, hence noqa)
+    for j in tl.static_range(W):
+        wj = tl.load(w_ptr + offs_d * W + (W - 1 - j), mask=mask_d, other=0.0).to(tl.float32)
+        taps = taps + (wj,)  # noqa: RUF005
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    win = ()  # win[j-1] = x_{t-j}, j = 1..W-1, for the next t
+    for j in tl.static_range(1, W):
+        win = win + (_load_row(x_ptr, h0_ptr, b64, t0 - j, offs_d, mask_d, L, D, W, HAS_H0),)  # noqa: RUF005
+    zero = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    part = ()  # part[j-1] = dx_{t-j} summed over g_{t-j} .. g_{t-1}, j = 1..W-1, for the next t
+    for _j in tl.static_range(1, W):
+        part = part + (zero,)  # noqa: RUF005
+    dw = ()  # dw[j] = sum of g_t x_{t-j} over the span's outputs: lag j, tap W-1-j
+    for _j in tl.static_range(W):
+        dw = dw + (zero,)  # noqa: RUF005
+    db = zero
+    if HAS_DFINAL and HAS_SEQ:
+        reach_last = tl.load(reach_ptr + b64 * L + L - 1)
+    # the compiler pipelines the group loads (x and dy): STAGES-1 groups ahead through shared memory
+    for tt in tl.range(t0, t_end + (W - 1), ROWS, num_stages=STAGES):
+        xs = _load_group(x_ptr, b64, tt, t_stop, offs_d, mask_d, L, D, ROWS)
+        dys = _load_group(dy_ptr, b64, tt, t_stop, offs_d, mask_d, L, D, ROWS)  # zero from L on: g_t = 0 there
+        for u in tl.static_range(ROWS):
+            t = tt + u
+            if HAS_SEQ:
+                reach = tl.load(reach_ptr + b64 * L + t, mask=t < L, other=0)
+            xm = (xs[u],)  # xm[j] = x_{t-j} where the tap of lag j counts (reaches no earlier sequence), else 0
+            for j in tl.static_range(1, W):
+                xj = win[j - 1]
+                if HAS_SEQ:
+                    xj = tl.where(reach >= j, xj, 0.0)
+                xm = xm + (xj,)  # noqa: RUF005
+            g = dys[u]
+            if SILU:
+                pre = taps[0] * xm[0]
+                if HAS_BIAS:
+                    pre += bias
+                for j in tl.static_range(1, W):
+                    pre += taps[j] * xm[j]
+                _, dsilu = _silu_and_grad(pre)
+                g = g * dsilu
+            own = tl.where(t < t_end, g, 0.0)  # the lookahead's g belong to the next span's partials
+            if STORE_DB:
+                db += own
+            if STORE_DW:
+                dw_new = ()
+                for j in tl.static_range(W):
+                    dw_new = dw_new + (dw[j] + own * xm[j],)  # noqa: RUF005
+                dw = dw_new
+            # g_t reaches back to the inputs x_{t-j} through the taps that count: add it to their dx
+            acc = (taps[0] * g,)  # acc[j] = dx_{t-j} summed over g_{t-j} .. g_t
+            for j in tl.static_range(1, W):
+                gj = taps[j] * g
+                if HAS_SEQ:
+                    gj = tl.where(reach >= j, gj, 0.0)
+                acc = acc + (part[j - 1] + gj,)  # noqa: RUF005
+            s = t - (W - 1)  # dx_s is complete (g_{s+W-1} was its last term)
+            dx_s = acc[W - 1]
+            if HAS_DFINAL:
+                # final[jf] copied the input at s = L-(W-1)+jf (jf = t-L) when the last position reached back to it;
+                # the last row group may run past jf = W-2
+                ok = (t >= L) & (t < L + (W - 1))
+                if HAS_SEQ:
+                    ok = ok & (L - 1 - s <= reach_last)
+                offs_f = (b64 * (W - 1) + t - L) * D + offs_d
+                dx_s += tl.load(dfinal_ptr + offs_f, mask=_and(mask_d, ok), other=0.0).to(tl.float32)
+            if STORE_DX:
+                _store(dx_ptr, (b64 * L + s) * D + offs_d, dx_s, _and(mask_d, (s >= t0) & (s < t_end)))
+            if STORE_DH0:  # the initial_state positions: only the first span saw every g they reach
+                _store(dh0_ptr, (b64 * (W - 1) + s + (W - 1)) * D + offs_d, dx_s, _and(mask_d, (t0 == 0) & (s < 0)))
+            if W > 1:
+                part = acc[: W - 1]
+                win = (xs[u],) + win[: W - 2]  # noqa: RUF005
+    part_id = b64 * tl.num_programs(0) + pid_s
     if STORE_DW:
-        tl.store(dw_ptr + offs_w, gx, mask=(lags < W)[:, None] & mask_d[None, :])
+        for j in tl.static_range(W):
+            tl.store(dw_ptr + (part_id * W + j) * D + offs_d, dw[j], mask=mask_d)
     if STORE_DB:
-        tl.store(db_ptr + part * D + offs_d, gs, mask=mask_d)
-
-
-@triton.jit
-def _bwd_state_kernel(
-    x_ptr, w_ptr, bias_ptr, h0_ptr, reach_ptr, dy_ptr, dfinal_ptr, dh0_ptr, dw_ptr, L,
-    D: tl.constexpr, W: tl.constexpr, WP: tl.constexpr, WS: tl.constexpr, BLOCK_D: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr, HAS_DFINAL: tl.constexpr,
-    STORE_DH0: tl.constexpr, STORE_DW: tl.constexpr,
-):  # fmt: skip
-    """Through the W-1 positions s = -(W-1) .. -1 that initial_state (b, W-1, d) stands for: dh0 (b, W-1, d) and
-    their dweight partial (b, W, d) by lag j."""
-    b64 = tl.program_id(1).to(tl.int64)
-    offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
-    mask_d = offs_d < D
-    j = tl.arange(0, WS)  # (WS,) row of the state
-    rows = j - (W - 1)
-    dh0, gx, _ = _bwd_rows(
-        x_ptr, h0_ptr, w_ptr, bias_ptr, reach_ptr, dy_ptr, dfinal_ptr, b64, rows, -(W - 1), rows < 0, offs_d,
-        mask_d, L, D, W, WP, True, HAS_BIAS, HAS_SEQ, SILU, HAS_DFINAL,
-    )  # fmt: skip
-    if STORE_DH0:
-        offs = (b64 * (W - 1) + j)[:, None] * D + offs_d[None, :]  # (WS, BD)
-        _store(dh0_ptr, offs, dh0, (j < W - 1)[:, None] & mask_d[None, :])
-    if STORE_DW:
-        lags = tl.arange(0, WP)
-        offs_w = (b64 * W + lags[:, None]) * D + offs_d[None, :]  # (WP, BD)
-        tl.store(dw_ptr + offs_w, gx, mask=(lags < W)[:, None] & mask_d[None, :])
+        tl.store(db_ptr + part_id * D + offs_d, db, mask=mask_d)
 
 
 def reach_of(seq_idx: torch.Tensor, w: int) -> torch.Tensor:
@@ -375,45 +335,27 @@ def conv_bwd(x, weight, bias, initial_state, reach, activation, dy, dfinal, need
     need_dx, need_dw, need_db, need_dh0 = needs
     need_db = need_db and bias is not None
     need_dh0 = need_dh0 and has_h0
+    if not (need_dx or need_dw or need_db or need_dh0):
+        return None, None, None, None
     has_dfinal = dfinal is not None and w > 1
-    dummy = x
-    ptrs = (
-        x, weight, dummy if bias is None else bias, initial_state if has_h0 else dummy,
-        dummy if reach is None else reach, dy, dfinal if has_dfinal else dummy,
-    )  # fmt: skip
-    wp = triton.next_power_of_2(w)
+    # dh0 alone needs the first span only (its lookahead reaches every g that the state positions feed)
+    n_spans = triton.cdiv(l, SPAN_BWD) if need_dx or need_dw or need_db else 1
     f32 = torch.float32
-    dx = dweight = dbias = dh0 = None
-    by_lag = []  # dweight partials (..., w, d), indexed by lag j = w-1-k
-    if need_dx or need_dw or need_db:
-        n_progs = triton.cdiv(l, BLOCK_L_BWD * BWD_TILES)
-        dx = _empty(b, l, d, dtype=x.dtype, device=x.device) if need_dx else dummy
-        dw_part = _empty(b, n_progs, w, d, dtype=f32, device=x.device) if need_dw else dummy
-        db_part = _empty(b, n_progs, d, dtype=f32, device=x.device) if need_db else dummy
-        grid = (n_progs, triton.cdiv(d, BLOCK_D_BWD), b)
-        _bwd_kernel[grid](
-            *ptrs, dx, dw_part, db_part, l, n_progs,
-            D=d, WP=wp, BLOCK_L=BLOCK_L_BWD, BLOCK_D=BLOCK_D_BWD, TILES=BWD_TILES, HAS_H0=has_h0,
-            HAS_DFINAL=has_dfinal, STORE_DX=need_dx, STORE_DW=need_dw, STORE_DB=need_db, **flags,
-            num_warps=NUM_WARPS_BWD,
-        )  # fmt: skip
-        dx = dx if need_dx else None
-        dbias = db_part.sum((0, 1)).to(bias.dtype) if need_db else None
-        if need_dw:
-            by_lag.append(dw_part.sum((0, 1)))
-    if has_h0 and (need_dh0 or need_dw):  # the taps that read initial_state
-        dh0 = _empty(b, w - 1, d, dtype=initial_state.dtype, device=x.device) if need_dh0 else dummy
-        dw_state = _empty(b, w, d, dtype=f32, device=x.device) if need_dw else dummy
-        _bwd_state_kernel[(triton.cdiv(d, BLOCK_D_STATE), b)](
-            *ptrs, dh0, dw_state, l,
-            D=d, WP=wp, WS=triton.next_power_of_2(w - 1), BLOCK_D=BLOCK_D_STATE, HAS_DFINAL=has_dfinal,
-            STORE_DH0=need_dh0, STORE_DW=need_dw, **flags, num_warps=NUM_WARPS_BWD,
-        )  # fmt: skip
-        dh0 = dh0 if need_dh0 else None
-        if need_dw:
-            by_lag.append(dw_state.sum(0))
-    if need_dw:
-        dweight = sum(by_lag).flip(0).t().to(weight.dtype)  # (d, w): tap k is lag w-1-k
+    dx = _empty(b, l, d, dtype=x.dtype, device=x.device) if need_dx else None
+    dh0 = _empty(b, w - 1, d, dtype=initial_state.dtype, device=x.device) if need_dh0 else None
+    dw_part = _empty(b, n_spans, w, d, dtype=f32, device=x.device) if need_dw else None  # by lag j = w-1-k
+    db_part = _empty(b, n_spans, d, dtype=f32, device=x.device) if need_db else None
+    bufs = [x if t is None else t for t in (bias, reach, dx, dh0, dw_part, db_part)]  # x: a pointer left unused
+    bias_p, reach_p, dx_p, dh0_p, dw_p, db_p = bufs
+    h0_p, dfinal_p = initial_state if has_h0 else x, dfinal if has_dfinal else x
+    _bwd_kernel[(n_spans, triton.cdiv(d, BLOCK_D_BWD), b)](
+        x, weight, bias_p, h0_p, reach_p, dy, dfinal_p, dx_p, dh0_p, dw_p, db_p, l,
+        D=d, SPAN=SPAN_BWD, ROWS=ROWS_BWD, BLOCK_D=BLOCK_D_BWD, HAS_H0=has_h0, HAS_DFINAL=has_dfinal,
+        STORE_DX=need_dx, STORE_DH0=need_dh0, STORE_DW=need_dw, STORE_DB=need_db, STAGES=STAGES_BWD, **flags,
+        num_warps=NUM_WARPS_BWD,
+    )  # fmt: skip
+    dweight = dw_part.sum((0, 1)).flip(0).t().to(weight.dtype) if need_dw else None  # (d, w): tap k is lag w-1-k
+    dbias = db_part.sum((0, 1)).to(bias.dtype) if need_db else None
     return dx, dweight, dbias, dh0
 
 
