@@ -8,11 +8,11 @@ d of the state after each chunk, d initial_state) -> triton_bwd (dCB, dx, dB, dC
 backward (d dt through softplus and the limit, dA, d dt_bias).
 
 Matmul operands are in x's dtype: bf16 / fp16 on the tensor cores, fp32 as exact fp32 products ("ieee"). With
-16-bit inputs the forward rounds its decay-weighted operands (the scores M, x dt w) to x's dtype; products with an
-fp32 sum (states, dCB, the backward's scores) split it into two bf16 parts (_dot_hilo; fp16: tf32), since one
-rounding there sums up in d dt_bias / dA past the tolerance rule. The state, the decays and every accumulation
-are fp32. With fp32 inputs the cumulative decay is summed in fp64 and kept as two fp32 numbers (triton_cumsum),
-so the fp32 path is as accurate as the fp32 reference.
+16-bit inputs every product with an fp32 operand (the scores M, x dt w, states, dCB, the backward's scores) splits
+it into two bf16 parts (_dot_hilo; fp16: tf32): rounded once, the errors sum up past the tolerance rule (d dt_bias
+and dA, final_state at p = 128, n = 256) or close to it (y at W2's size). The state, the decays and every
+accumulation are fp32. With fp32 inputs the cumulative decay is summed in fp64 and kept as two fp32 numbers
+(triton_cumsum), so the fp32 path is as accurate as the fp32 reference.
 """
 
 from __future__ import annotations
