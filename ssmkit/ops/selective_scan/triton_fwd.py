@@ -1,6 +1,6 @@
 """Selective scan forward in Triton: the recurrence run step by step, one channel per lane, its n states in registers.
 
-One program owns (batch row, chunk of the sequence, BD channels). The state h (NP, BD) never goes to memory per
+One program owns (batch row, chunk of the sequence, BD channels). The state h (BD, NP) never goes to memory per
 step; every TT steps it is written as a checkpoint when the backward will need it (one (d, n) state per tile).
 
 When b * d / BD programs are too few to fill the GPU (batch 1 at 64K tokens), the sequence is cut into chunks:
@@ -17,6 +17,22 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+
+
+@triton.jit
+def _state_index(NP: tl.constexpr):
+    """(NP,) the states n in the order a thread holds them: neighbours swapped (1, 0, 3, 2, ...).
+
+    Any order is right (every (..., n) tensor is read and written through this index, and sums over n do not care
+    about order); this one hides the contiguity along n from the compiler. Seen contiguous, n was split over 4 lanes
+    (16-byte loads), and each step's per-channel inputs crossed to that layout through shared memory and a barrier.
+    Now a thread holds all n states of its channel: C_t . h_t and G_t . B_t sum in registers, and the addresses of
+    B_t, C_t are constant offsets."""
+    if NP > 1:  # noqa: SIM108 (a constexpr branch: only the taken side is compiled)
+        idx = tl.arange(0, NP) ^ 1
+    else:
+        idx = tl.arange(0, NP)
+    return idx
 
 
 @triton.jit
@@ -81,24 +97,24 @@ def _fwd_seq_kernel(
     """The forward as a plain recurrence: one channel per thread, its n states in registers, TT steps unrolled.
 
     LOCAL: from a zero state, writing only the chunk's end state S and decay Dec (step 1 above).
-    The state is a (NP, BD) tile, channels along the lanes, so C_t . h_t sums within a thread.
+    The state is a (BD, NP) tile, channels along the lanes, so C_t . h_t sums within a thread.
     """
     pid_d = tl.program_id(0)
     pid_c = tl.program_id(1)
     b64 = tl.program_id(2).to(tl.int64)
     offs_d = pid_d * BD + tl.arange(0, BD)
     grp = (pid_d * BD) // (D_MODEL // G)
-    offs_n = tl.arange(0, NP)
-    offs_nd = offs_d[None, :] * N + offs_n[:, None]  # (NP, BD): element (d, n) of a (d, n) state
-    mask_nd = offs_n[:, None] < N
+    offs_n = _state_index(NP)
+    offs_dn = offs_d[:, None] * N + offs_n[None, :]  # (BD, NP): element (d, n) of a (d, n) state
+    mask_dn = offs_n[None, :] < N
     mask_n = offs_n < N
-    A2 = tl.load(A_ptr + offs_nd, mask=mask_nd, other=0.0).to(tl.float32) * 1.4426950408889634
+    A2 = tl.load(A_ptr + offs_dn, mask=mask_dn, other=0.0).to(tl.float32) * 1.4426950408889634
     if H0_MODE == 1:
-        h = tl.load(h0_ptr + b64 * D_MODEL * N + offs_nd, mask=mask_nd, other=0.0).to(tl.float32)
+        h = tl.load(h0_ptr + b64 * D_MODEL * N + offs_dn, mask=mask_dn, other=0.0).to(tl.float32)
     elif H0_MODE == 2:
-        h = tl.load(h0_ptr + (b64 * n_chunks + pid_c) * D_MODEL * N + offs_nd, mask=mask_nd, other=0.0)
+        h = tl.load(h0_ptr + (b64 * n_chunks + pid_c) * D_MODEL * N + offs_dn, mask=mask_dn, other=0.0)
     else:
-        h = tl.zeros((NP, BD), dtype=tl.float32)
+        h = tl.zeros((BD, NP), dtype=tl.float32)
     Dv = tl.zeros((BD,), dtype=tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d).to(tl.float32)
@@ -120,11 +136,12 @@ def _fwd_seq_kernel(
         )  # fmt: skip
         ring_u, ring_dt, ring_z = ring_u + (uu_k,), ring_dt + (raw_k,), ring_z + (zz_k,)  # noqa: RUF005
     Bt_n, Ct_n, keep_n = _group_loads(
-        B_ptr, C_ptr, seq_ptr, b64, t_start, t_stop, L, offs_n, mask_n, grp, zeros_d, G, N, HAS_SEQ, not LOCAL
+        B_ptr, C_ptr, seq_ptr, b64, t_start, t_stop, L, offs_n, mask_n, grp, zeros_d, G, N, HAS_SEQ,
+        not LOCAL,
     )  # fmt: skip
     for t0 in range(t_start, t_stop, TT):
         if WRITE_CKPT:
-            tl.store(ckpt_ptr + (b64 * n_tiles + t0 // TT) * D_MODEL * N + offs_nd, h, mask=mask_nd)
+            tl.store(ckpt_ptr + (b64 * n_tiles + t0 // TT) * D_MODEL * N + offs_dn, h, mask=mask_dn)
         for j in tl.static_range(TT):
             t = t0 + j
             uu, raw, zz = ring_u[0], ring_dt[0], ring_z[0]
@@ -134,30 +151,31 @@ def _fwd_seq_kernel(
             )  # fmt: skip
             ring_u, ring_dt, ring_z = ring_u[1:] + (uu_k,), ring_dt[1:] + (raw_k,), ring_z[1:] + (zz_k,)  # noqa: RUF005
             Bt_n, Ct_n, keep_n = _group_loads(
-                B_ptr, C_ptr, seq_ptr, b64, t + 1, t_stop, L, offs_n, mask_n, grp, zeros_d, G, N, HAS_SEQ, not LOCAL
+                B_ptr, C_ptr, seq_ptr, b64, t + 1, t_stop, L, offs_n, mask_n, grp, zeros_d, G, N, HAS_SEQ,
+                not LOCAL,
             )  # fmt: skip
             _, dd = _delta(raw, bias, t, t_stop, zeros_d, HAS_BIAS, SOFTPLUS)
-            dA = tl.exp2(dd[None, :] * A2)  # (NP, BD)
+            dA = tl.exp2(dd[:, None] * A2)  # (BD, NP)
             if HAS_SEQ:
-                dA = dA * keep[None, :]
+                dA = dA * keep[:, None]
                 alive = alive * keep
-            h = dA * h + Bt[:, None] * (dd * uu)[None, :]
+            h = dA * h + Bt * (dd * uu)[:, None]
             if LOCAL:
                 dsum += dd
             else:
-                yy = tl.sum(h * Ct[:, None], axis=0)  # (BD,)
+                yy = tl.sum(h * Ct, axis=1)  # (BD,): within each thread
                 if HAS_D:
                     yy += Dv * uu
                 if HAS_Z:
                     yy *= zz * tl.sigmoid(zz)
                 _store(y_ptr, (b64 * L + t) * D_MODEL + offs_d, yy, (zeros_d + t) < t_stop)
     if LOCAL:
-        out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_nd
-        tl.store(S_ptr + out, h, mask=mask_nd)
-        tl.store(dec_ptr + out, tl.exp2(dsum[None, :] * A2) * alive[None, :], mask=mask_nd)
+        out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_dn
+        tl.store(S_ptr + out, h, mask=mask_dn)
+        tl.store(dec_ptr + out, tl.exp2(dsum[:, None] * A2) * alive[:, None], mask=mask_dn)
     else:
         if pid_c == n_chunks - 1:
-            tl.store(final_ptr + b64 * D_MODEL * N + offs_nd, h, mask=mask_nd)
+            tl.store(final_ptr + b64 * D_MODEL * N + offs_dn, h, mask=mask_dn)
 
 
 @triton.jit
@@ -181,15 +199,24 @@ def _group_loads(
     B_ptr, C_ptr, seq_ptr, b64, t, t_stop, L, offs_n, mask_n, grp, zeros_d,
     G: tl.constexpr, N: tl.constexpr, HAS_SEQ: tl.constexpr, LOAD_C: tl.constexpr,
 ):  # fmt: skip
-    """Step t's B, C (NP,) fp32 (C only with LOAD_C, else zeros) and keep (BD,): 1.0, or 0.0 where seq_idx changes
-    at t > 0; past t_stop B, C are 0 and keep is 1, so the step leaves the state unchanged."""
+    """Step t's B, C (BD, NP) fp32, each channel's copy (C only with LOAD_C, else zeros), and keep (BD,): 1.0, or
+    0.0 where seq_idx changes at t > 0. B, C (b, l, g, n) are fp32 (converted once by the caller): no conversions in
+    the loop. Every thread loads its own B, C (one address per state across the warp: a broadcast), so they arrive
+    in the state's layout. Past t_stop they are the last step's, and keep is 1: Delta is 0 there (`_delta`), so the
+    step leaves the state unchanged, and nothing is stored."""
     ok_d = (zeros_d + t) < t_stop  # (BD,)
-    ok_n = (offs_n * 0 + t < t_stop) & mask_n  # (NP,)
-    row = b64 * L + t
-    Bt = tl.load(B_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
+    row = b64 * L + tl.minimum(t, t_stop - 1)
+    offs = (row * G + grp) * N + zeros_d[:, None] + offs_n[None, :]  # (BD, NP)
+    if offs_n.shape[0] == N:  # noqa: SIM108 (a constexpr branch: only the taken side is compiled)
+        Bt = tl.load(B_ptr + offs)
+    else:
+        Bt = tl.load(B_ptr + offs, mask=mask_n[None, :], other=0.0)
     Ct = tl.zeros_like(Bt)
     if LOAD_C:
-        Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
+        if offs_n.shape[0] == N:  # noqa: SIM108
+            Ct = tl.load(C_ptr + offs)
+        else:
+            Ct = tl.load(C_ptr + offs, mask=mask_n[None, :], other=0.0)
     keep = tl.zeros((zeros_d.shape[0],), dtype=tl.float32) + 1.0
     if HAS_SEQ:
         cur = tl.load(seq_ptr + row + zeros_d, mask=ok_d, other=0)
@@ -207,21 +234,3 @@ def _delta(raw, bias, t, t_stop, zeros_d, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.c
     if SOFTPLUS:
         dd = _softplus(raw)
     return raw, tl.where((zeros_d + t) < t_stop, dd, 0.0)
-
-
-@triton.jit
-def _step_inputs(
-    u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t, t_stop, L, offs_d, offs_n, mask_n, grp, zeros_d,
-    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr,
-    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, LOAD_CZ: tl.constexpr,
-):  # fmt: skip
-    """Step t's u, raw dt (+ bias), Delta, B, C, z, (BD,) / (NP,) in fp32, and keep (see `_group_loads`).
-    C and z are loaded only with LOAD_CZ (else zeros)."""
-    uu, raw, zz = _channel_loads(
-        u_ptr, dt_ptr, z_ptr, b64, t, t_stop, L, offs_d, zeros_d, D_MODEL, Z_ROW, HAS_Z, LOAD_CZ
-    )  # fmt: skip
-    raw, dd = _delta(raw, bias, t, t_stop, zeros_d, HAS_BIAS, SOFTPLUS)
-    Bt, Ct, keep = _group_loads(
-        B_ptr, C_ptr, seq_ptr, b64, t, t_stop, L, offs_n, mask_n, grp, zeros_d, G, N, HAS_SEQ, LOAD_CZ
-    )  # fmt: skip
-    return uu, raw, dd, Bt, Ct, zz, keep

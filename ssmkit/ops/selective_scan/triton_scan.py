@@ -72,6 +72,7 @@ def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx,
     """Returns (y (b, l, d) in u's dtype, final state (b, d, n) fp32, checkpoints (b, tiles, d, n) fp32 or None)."""
     b, l, d = u.shape
     g, n = B.shape[2], B.shape[3]
+    B32, C32 = B.float(), C.float()  # the kernels read fp32 B, C (b * l * g * n: small)
     BD = _block_d(d // g, BD_FWD)
     blocks = d // BD
     target = 1 if b * blocks >= FWD_UNCHUNKED_PROGRAMS else FWD_TARGET_PROGRAMS
@@ -98,14 +99,14 @@ def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx,
         S = _empty(b, nc, d, n, dtype=torch.float32, device=dev)
         dec = _empty(b, nc, d, n, dtype=torch.float32, device=dev)
         _fwd_seq_kernel[grid](
-            u, dt, zp, B, C, A, Dp, bias, seq, final, y, final, final, S, dec, l, chunk_len, nc, n_tiles,
+            u, dt, zp, B32, C32, A, Dp, bias, seq, final, y, final, final, S, dec, l, chunk_len, nc, n_tiles,
             **common, H0_MODE=0, WRITE_CKPT=False, LOCAL=True,
         )  # fmt: skip
         start = _empty(b, nc, d, n, dtype=torch.float32, device=dev)
         _combine(S, dec, initial_state, start, b, nc, d * n, reverse=False)
         h0_mode = 2
     _fwd_seq_kernel[grid](
-        u, dt, zp, B, C, A, Dp, bias, seq, start, y, final, ckpt, final, final, l, chunk_len, nc, n_tiles,
+        u, dt, zp, B32, C32, A, Dp, bias, seq, start, y, final, ckpt, final, final, l, chunk_len, nc, n_tiles,
         **common, H0_MODE=h0_mode, WRITE_CKPT=need_ckpt, LOCAL=False,
     )  # fmt: skip
     return y, final, (ckpt if need_ckpt else None)
@@ -123,6 +124,7 @@ def scan_bwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfin
     """Gradients (du, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_state); None where the input is absent."""
     b, l, d = u.shape
     g, n = B.shape[2], B.shape[3]
+    B32, C32 = B.float(), C.float()  # the kernels read fp32 B, C (b * l * g * n: small)
     NP = triton.next_power_of_2(n)
     BD = _block_d(d // g, BD_BWD)
     blocks = d // BD
@@ -144,7 +146,7 @@ def scan_bwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfin
         Lc = _empty(b, nc, d, n, dtype=f32, device=dev)
         dec = _empty(b, nc, d, n, dtype=f32, device=dev)
         _bwd_local_seq_kernel[grid](
-            dt, zp, C, A, bias, seq, dy, Lc, dec, l, chunk_len, nc,
+            dt, zp, C32, A, bias, seq, dy, Lc, dec, l, chunk_len, nc,
             **dims, **flags, num_warps=warps,
         )  # fmt: skip
         carry = _empty(b, nc, d, n, dtype=f32, device=dev)
@@ -166,7 +168,7 @@ def scan_bwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfin
     dh0 = _empty(b, d, n, dtype=f32, device=dev) if need_dh0 else dummy
     scratch = torch.empty(b * nc * blocks * (TT // SUB) * NP * BD, dtype=f32, device=dev)
     _bwd_seq_kernel[grid](
-        u, dt, zp, B, C, A, D if has_D else dummy, bias, seq, ckpt, dy, carry, scratch,
+        u, dt, zp, B32, C32, A, D if has_D else dummy, bias, seq, ckpt, dy, carry, scratch,
         du, ddt, dz, dB_acc, dC_acc, dA_part, dD_part, dbias_part, dh0,
         l, chunk_len, nc, n_tiles,
         **dims, TT=TT, SUB=SUB, CARRY_MODE=carry_mode, HAS_D=has_D, **flags, WRITE_DH0=need_dh0,
