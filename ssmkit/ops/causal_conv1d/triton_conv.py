@@ -122,6 +122,21 @@ def _load_row(
 
 
 @triton.jit
+def _taps_and_window(x_ptr, w_ptr, h0_ptr, b64, t0, offs_d, mask_d, L, D: tl.constexpr, W: tl.constexpr,
+                     HAS_H0: tl.constexpr):  # fmt: skip
+    """(taps, win) for a walk from t0: taps[j] (BD,) multiplies x_{t-j} (weight[:, W-1-j]), win[j-1] = x_{t0-j},
+    j = 1..W-1 (tuples: no starred ones in Triton's jit, hence the noqa)."""
+    taps = ()
+    for j in tl.static_range(W):
+        wj = tl.load(w_ptr + offs_d * W + (W - 1 - j), mask=mask_d, other=0.0).to(tl.float32)
+        taps = taps + (wj,)  # noqa: RUF005
+    win = ()
+    for j in tl.static_range(1, W):
+        win = win + (_load_row(x_ptr, h0_ptr, b64, t0 - j, offs_d, mask_d, L, D, W, HAS_H0),)  # noqa: RUF005
+    return taps, win
+
+
+@triton.jit
 def _load_group(x_ptr, b64, t, t_end, offs_d, mask_d, L, D: tl.constexpr, ROWS: tl.constexpr):
     """x (or dy) at times t .. t+ROWS-1 (t >= 0), zeros from t_end on: a tuple of ROWS (BD,) fp32 rows."""
     rows = ()
@@ -147,15 +162,9 @@ def _fwd_kernel(
     mask_d = offs_d < D
     t0 = pid_s * SPAN
     t_end = tl.minimum(t0 + SPAN, L)
-    taps = ()  # taps[j] multiplies x_{t-j}: weight[:, W-1-j]  (tuples: no starred ones in Triton's jit, hence noqa)
-    for j in tl.static_range(W):
-        wj = tl.load(w_ptr + offs_d * W + (W - 1 - j), mask=mask_d, other=0.0).to(tl.float32)
-        taps = taps + (wj,)  # noqa: RUF005
+    taps, win = _taps_and_window(x_ptr, w_ptr, h0_ptr, b64, t0, offs_d, mask_d, L, D, W, HAS_H0)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    win = ()  # win[j-1] = x_{t-j}, j = 1..W-1, for the next t
-    for j in tl.static_range(1, W):
-        win = win + (_load_row(x_ptr, h0_ptr, b64, t0 - j, offs_d, mask_d, L, D, W, HAS_H0),)  # noqa: RUF005
     # the compiler pipelines the group loads: STAGES-1 groups ahead through shared memory (cp.async)
     for tt in tl.range(t0, t_end, ROWS, num_stages=STAGES):
         cur = _load_group(x_ptr, b64, tt, t_end, offs_d, mask_d, L, D, ROWS)
@@ -208,15 +217,9 @@ def _bwd_kernel(
     t0 = pid_s * SPAN
     t_end = tl.minimum(t0 + SPAN, L)  # the span's own outputs (dw, db) and inputs (dx)
     t_stop = tl.minimum(t_end + (W - 1), L)  # rows read: the span and the lookahead its last inputs reach
-    taps = ()  # taps[j] multiplies x_{t-j}: weight[:, W-1-j]  (tuples: no starred ones in Triton's jit, hence noqa)
-    for j in tl.static_range(W):
-        wj = tl.load(w_ptr + offs_d * W + (W - 1 - j), mask=mask_d, other=0.0).to(tl.float32)
-        taps = taps + (wj,)  # noqa: RUF005
+    taps, win = _taps_and_window(x_ptr, w_ptr, h0_ptr, b64, t0, offs_d, mask_d, L, D, W, HAS_H0)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    win = ()  # win[j-1] = x_{t-j}, j = 1..W-1, for the next t
-    for j in tl.static_range(1, W):
-        win = win + (_load_row(x_ptr, h0_ptr, b64, t0 - j, offs_d, mask_d, L, D, W, HAS_H0),)  # noqa: RUF005
     zero = tl.zeros((BLOCK_D,), dtype=tl.float32)
     part = ()  # part[j-1] = dx_{t-j} summed over g_{t-j} .. g_{t-1}, j = 1..W-1, for the next t
     for _j in tl.static_range(1, W):
