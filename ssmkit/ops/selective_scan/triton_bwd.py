@@ -24,7 +24,24 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_fwd import _channel_loads, _delta, _softplus, _store
+from .._triton_math import exp2_fast, sigmoid_fast, softplus_fast
+from .triton_fwd import _delta, _store
+
+
+@triton.jit
+def _channel_loads(
+    u_ptr, dt_ptr, z_ptr, b64, t, t_stop, L, offs_d, zeros_d,
+    D_MODEL: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr, LOAD_Z: tl.constexpr,
+):  # fmt: skip
+    """Step t's u, raw dt and z (z only with HAS_Z and LOAD_Z, else zeros), (BD,) fp32; 0 past t_stop."""
+    ok_d = (zeros_d + t) < t_stop  # (BD,)
+    row = b64 * L + t
+    uu = tl.load(u_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+    raw = tl.load(dt_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+    zz = tl.zeros_like(uu)
+    if HAS_Z and LOAD_Z:
+        zz = tl.load(z_ptr + row * Z_ROW + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+    return uu, raw, zz
 
 
 @triton.jit
@@ -81,7 +98,7 @@ def _step_decay(
         u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t, t_stop, L, offs_d, offs_n, mask_n, grp, zeros_d,
         D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, LOAD_CZ,
     )  # fmt: skip
-    dA = tl.exp2(dd[None, :] * A2)
+    dA = exp2_fast(dd[None, :] * A2)
     if HAS_SEQ:
         dA = dA * keep[None, :]
     return uu, raw, dd, Bt, Ct, zz, dA
@@ -185,7 +202,7 @@ def _bwd_seq_kernel(
                 dyy = tl.load(dy_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
                 dys = dyy
                 if HAS_Z:
-                    sz = tl.sigmoid(zz)
+                    sz = sigmoid_fast(zz)
                     dys = dyy * zz * sz
                     ypre = tl.sum(h_t * Ct[:, None], axis=0) + Dv * uu  # (BD,)
                     _store(dz_ptr, row * D_MODEL + offs_d, dyy * ypre * sz * (1.0 + zz * (1.0 - sz)), ok_d)
@@ -197,7 +214,7 @@ def _bwd_seq_kernel(
                 du = dd * GB + Dv * dys
                 ddt = ddelta
                 if SOFTPLUS:
-                    ddt = ddelta * tl.sigmoid(raw)
+                    ddt = ddelta * sigmoid_fast(raw)
                 ddt = tl.where(ok_d, ddt, 0.0)
                 dD_acc += dys * uu
                 dbias_acc += ddt
@@ -260,13 +277,13 @@ def _bwd_local_seq_kernel(
         if HAS_BIAS:
             dd += bias
         if SOFTPLUS:
-            dd = _softplus(dd)
+            dd = softplus_fast(dd)
         dys = tl.load(dy_ptr + row * D_MODEL + offs_d).to(tl.float32)
         if HAS_Z:
             zz = tl.load(z_ptr + row * Z_ROW + offs_d).to(tl.float32)
-            dys = dys * zz * tl.sigmoid(zz)
+            dys = dys * zz * sigmoid_fast(zz)
         Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-        dA = tl.exp2(dd[None, :] * A2)
+        dA = exp2_fast(dd[None, :] * A2)
         if HAS_SEQ:
             cur = tl.load(seq_ptr + row + zeros_d)
             prev = tl.load(seq_ptr + row - 1 + zeros_d, mask=zeros_d + t > 0, other=0)
@@ -277,4 +294,4 @@ def _bwd_local_seq_kernel(
         dsum += dd
     out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_nd
     tl.store(Lc_ptr + out, lam, mask=mask_nd)
-    tl.store(dec_ptr + out, tl.exp2(dsum[None, :] * A2) * alive[None, :], mask=mask_nd)
+    tl.store(dec_ptr + out, exp2_fast(dsum[None, :] * A2) * alive[None, :], mask=mask_nd)

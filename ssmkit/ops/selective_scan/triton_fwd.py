@@ -18,17 +18,22 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .._triton_math import exp2_fast, sigmoid_fast, softplus_fast
+
 
 @triton.jit
-def _state_index(NP: tl.constexpr):
-    """(NP,) the states n in the order a thread holds them: neighbours swapped (1, 0, 3, 2, ...).
+def _state_index(NP: tl.constexpr, N: tl.constexpr):
+    """(NP,) the states n in the order a thread holds them: pairs of pairs swapped (2, 3, 0, 1, 6, 7, 4, 5, ...)
+    when B, C are read as 64-bit pairs (`_paired`), else neighbours swapped (1, 0, 3, 2, ...).
 
     Any order is right (every (..., n) tensor is read and written through this index, and sums over n do not care
     about order); this one hides the contiguity along n from the compiler. Seen contiguous, n was split over 4 lanes
     (16-byte loads), and each step's per-channel inputs crossed to that layout through shared memory and a barrier.
     Now a thread holds all n states of its channel: C_t . h_t and G_t . B_t sum in registers, and the addresses of
     B_t, C_t are constant offsets."""
-    if NP > 1:  # noqa: SIM108 (a constexpr branch: only the taken side is compiled)
+    if _paired(NP, N):
+        idx = tl.arange(0, NP) ^ 2
+    elif NP > 1:
         idx = tl.arange(0, NP) ^ 1
     else:
         idx = tl.arange(0, NP)
@@ -36,12 +41,20 @@ def _state_index(NP: tl.constexpr):
 
 
 @triton.jit
-def _softplus(x):
-    # log1p(exp(x)) with the log1p accurate for small exp(x); torch's threshold of 20
-    w = tl.exp(tl.minimum(x, 20.0))
-    one_w = 1.0 + w
-    lp = tl.where(one_w == 1.0, w, tl.log(one_w) * (w / (one_w - 1.0)))
-    return tl.where(x > 20.0, x, lp)
+def _paired(NP: tl.constexpr, N: tl.constexpr):
+    """Whether B_t, C_t are read as NP / 2 64-bit words (two fp32 states each): half the load instructions."""
+    return NP == N and NP >= 4
+
+
+@triton.jit
+def _load_pairs(ptr, offs2):
+    """(BD, NP) fp32 from the (BD, NP / 2) 64-bit words at ptr (an fp32 pointer) + offs2, each word's two states
+    side by side: position 2 i + s holds state 2 k + s of word k = offs2's i-th."""
+    w = tl.load(ptr.to(tl.pointer_type(tl.int64), bitcast=True) + offs2)
+    lo = w.to(tl.int32).to(tl.float32, bitcast=True)  # little-endian: the lower state comes first
+    hi = (w >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+    pair = tl.join(lo, hi)  # (BD, NP / 2, 2)
+    return tl.reshape(pair, (pair.shape[0], 2 * pair.shape[1]))
 
 
 @triton.jit
@@ -104,7 +117,7 @@ def _fwd_seq_kernel(
     b64 = tl.program_id(2).to(tl.int64)
     offs_d = pid_d * BD + tl.arange(0, BD)
     grp = (pid_d * BD) // (D_MODEL // G)
-    offs_n = _state_index(NP)
+    offs_n = _state_index(NP, N)
     offs_dn = offs_d[:, None] * N + offs_n[None, :]  # (BD, NP): element (d, n) of a (d, n) state
     mask_dn = offs_n[None, :] < N
     mask_n = offs_n < N
@@ -129,33 +142,38 @@ def _fwd_seq_kernel(
     # Loads run ahead of their step: u, dt, z (streamed from memory) AHEAD steps, B, C (shared by the block, from
     # L1/L2) one step; issued before the previous step's store to y, which may alias the inputs as far as the
     # compiler knows, so it would not move them early by itself. Tuples hold the steps in flight, oldest first.
+    # Addresses are per tile: a step's are the tile's plus a constant (an immediate offset in the load instruction).
+    pu, pdt, pz, py, pB, pC = _tile_pointers(
+        u_ptr, dt_ptr, z_ptr, y_ptr, B_ptr, C_ptr, b64, t_start, L, offs_d, grp, D_MODEL, Z_ROW, G, N, TT
+    )  # fmt: skip
     ring_u, ring_dt, ring_z = (), (), ()
     for k in tl.static_range(AHEAD):
         uu_k, raw_k, zz_k = _channel_loads(
-            u_ptr, dt_ptr, z_ptr, b64, t_start + k, t_stop, L, offs_d, zeros_d, D_MODEL, Z_ROW, HAS_Z, not LOCAL
+            pu, pdt, pz, k, zeros_d + t_start + k < t_stop, D_MODEL, Z_ROW, HAS_Z, not LOCAL
         )  # fmt: skip
         ring_u, ring_dt, ring_z = ring_u + (uu_k,), ring_dt + (raw_k,), ring_z + (zz_k,)  # noqa: RUF005
     Bt_n, Ct_n, keep_n = _group_loads(
-        B_ptr, C_ptr, seq_ptr, b64, t_start, t_stop, L, offs_n, mask_n, grp, zeros_d, G, N, HAS_SEQ,
-        not LOCAL,
+        pB, pC, 0, seq_ptr, b64, t_start, t_stop, L, offs_n, mask_n, zeros_d, G, N, HAS_SEQ, not LOCAL,
     )  # fmt: skip
     for t0 in range(t_start, t_stop, TT):
         if WRITE_CKPT:
             tl.store(ckpt_ptr + (b64 * n_tiles + t0 // TT) * D_MODEL * N + offs_dn, h, mask=mask_dn)
+        pu, pdt, pz, py, pB, pC = _tile_pointers(
+            u_ptr, dt_ptr, z_ptr, y_ptr, B_ptr, C_ptr, b64, t0, L, offs_d, grp, D_MODEL, Z_ROW, G, N, TT
+        )  # fmt: skip
         for j in tl.static_range(TT):
             t = t0 + j
             uu, raw, zz = ring_u[0], ring_dt[0], ring_z[0]
             Bt, Ct, keep = Bt_n, Ct_n, keep_n
             uu_k, raw_k, zz_k = _channel_loads(
-                u_ptr, dt_ptr, z_ptr, b64, t + AHEAD, t_stop, L, offs_d, zeros_d, D_MODEL, Z_ROW, HAS_Z, not LOCAL
+                pu, pdt, pz, j + AHEAD, zeros_d + t + AHEAD < t_stop, D_MODEL, Z_ROW, HAS_Z, not LOCAL
             )  # fmt: skip
             ring_u, ring_dt, ring_z = ring_u[1:] + (uu_k,), ring_dt[1:] + (raw_k,), ring_z[1:] + (zz_k,)  # noqa: RUF005
             Bt_n, Ct_n, keep_n = _group_loads(
-                B_ptr, C_ptr, seq_ptr, b64, t + 1, t_stop, L, offs_n, mask_n, grp, zeros_d, G, N, HAS_SEQ,
-                not LOCAL,
+                pB, pC, j + 1, seq_ptr, b64, t + 1, t_stop, L, offs_n, mask_n, zeros_d, G, N, HAS_SEQ, not LOCAL,
             )  # fmt: skip
             _, dd = _delta(raw, bias, t, t_stop, zeros_d, HAS_BIAS, SOFTPLUS)
-            dA = tl.exp2(dd[:, None] * A2)  # (BD, NP)
+            dA = exp2_fast(dd[:, None] * A2)  # (BD, NP)
             if HAS_SEQ:
                 dA = dA * keep[:, None]
                 alive = alive * keep
@@ -167,58 +185,77 @@ def _fwd_seq_kernel(
                 if HAS_D:
                     yy += Dv * uu
                 if HAS_Z:
-                    yy *= zz * tl.sigmoid(zz)
-                _store(y_ptr, (b64 * L + t) * D_MODEL + offs_d, yy, (zeros_d + t) < t_stop)
+                    yy *= zz * sigmoid_fast(zz)
+                _store(py, j * D_MODEL, yy, (zeros_d + t) < t_stop)
     if LOCAL:
         out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_dn
         tl.store(S_ptr + out, h, mask=mask_dn)
-        tl.store(dec_ptr + out, tl.exp2(dsum[:, None] * A2) * alive[:, None], mask=mask_dn)
+        tl.store(dec_ptr + out, exp2_fast(dsum[:, None] * A2) * alive[:, None], mask=mask_dn)
     else:
         if pid_c == n_chunks - 1:
             tl.store(final_ptr + b64 * D_MODEL * N + offs_dn, h, mask=mask_dn)
 
 
 @triton.jit
-def _channel_loads(
-    u_ptr, dt_ptr, z_ptr, b64, t, t_stop, L, offs_d, zeros_d,
-    D_MODEL: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr, LOAD_Z: tl.constexpr,
+def _tile_pointers(
+    u_ptr, dt_ptr, z_ptr, y_ptr, B_ptr, C_ptr, b64, t0, L, offs_d, grp,
+    D_MODEL: tl.constexpr, Z_ROW: tl.constexpr, G: tl.constexpr, N: tl.constexpr, TT: tl.constexpr,
 ):  # fmt: skip
-    """Step t's u, raw dt and z (z only with HAS_Z and LOAD_Z, else zeros), (BD,) fp32; 0 past t_stop."""
-    ok_d = (zeros_d + t) < t_stop  # (BD,)
-    row = b64 * L + t
-    uu = tl.load(u_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
-    raw = tl.load(dt_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+    """Step t0's addresses: u, dt, z, y (BD,) at each channel; B, C (scalars) at the group's row, in rows of
+    (L + TT) per batch (the caller pads each batch's B, C with TT zero rows: steps past L read those, no clamp)."""
+    row = b64 * L + t0
+    pu = u_ptr + row * D_MODEL + offs_d
+    pdt = dt_ptr + row * D_MODEL + offs_d
+    pz = z_ptr + row * Z_ROW + offs_d
+    py = y_ptr + row * D_MODEL + offs_d
+    bc_row = ((row + b64 * TT) * G + grp) * N
+    return pu, pdt, pz, py, B_ptr + bc_row, C_ptr + bc_row
+
+
+@triton.jit
+def _channel_loads(
+    pu, pdt, pz, k: tl.constexpr, ok, D_MODEL: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr,
+    LOAD_Z: tl.constexpr,
+):  # fmt: skip
+    """u, raw dt and z (z only with HAS_Z and LOAD_Z, else zeros) k steps after the tile pointers', (BD,) fp32;
+    0 where not ok (BD,) (past the chunk)."""
+    uu = tl.load(pu + k * D_MODEL, mask=ok, other=0.0).to(tl.float32)
+    raw = tl.load(pdt + k * D_MODEL, mask=ok, other=0.0).to(tl.float32)
     zz = tl.zeros_like(uu)
     if HAS_Z and LOAD_Z:
-        zz = tl.load(z_ptr + row * Z_ROW + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+        zz = tl.load(pz + k * Z_ROW, mask=ok, other=0.0).to(tl.float32)
     return uu, raw, zz
 
 
 @triton.jit
 def _group_loads(
-    B_ptr, C_ptr, seq_ptr, b64, t, t_stop, L, offs_n, mask_n, grp, zeros_d,
+    pB, pC, k: tl.constexpr, seq_ptr, b64, t, t_stop, L, offs_n, mask_n, zeros_d,
     G: tl.constexpr, N: tl.constexpr, HAS_SEQ: tl.constexpr, LOAD_C: tl.constexpr,
 ):  # fmt: skip
     """Step t's B, C (BD, NP) fp32, each channel's copy (C only with LOAD_C, else zeros), and keep (BD,): 1.0, or
-    0.0 where seq_idx changes at t > 0. B, C (b, l, g, n) are fp32 (converted once by the caller): no conversions in
-    the loop. Every thread loads its own B, C (one address per state across the warp: a broadcast), so they arrive
-    in the state's layout. Past t_stop they are the last step's, and keep is 1: Delta is 0 there (`_delta`), so the
-    step leaves the state unchanged, and nothing is stored."""
-    ok_d = (zeros_d + t) < t_stop  # (BD,)
-    row = b64 * L + tl.minimum(t, t_stop - 1)
-    offs = (row * G + grp) * N + zeros_d[:, None] + offs_n[None, :]  # (BD, NP)
-    if offs_n.shape[0] == N:  # noqa: SIM108 (a constexpr branch: only the taken side is compiled)
-        Bt = tl.load(B_ptr + offs)
+    0.0 where seq_idx changes at t > 0. pB, pC point at the tile's row of the group, and step t is k rows on. B, C
+    (b, L + TT, g, n) are fp32 (converted and padded once by the caller): no conversions in the loop. Every thread
+    loads its own B, C (one address per state across the warp: a broadcast), so they arrive in the state's layout.
+    Past t_stop they are the next rows' (zeros past L), and keep is 1: Delta is 0 there (`_delta`), so the step
+    leaves the state unchanged, and nothing is stored."""
+    NP: tl.constexpr = offs_n.shape[0]
+    if _paired(NP, N):
+        # word w holds states 2w, 2w + 1; words swapped in neighbours like `_state_index` (no contiguity seen)
+        words = k * G * (N // 2) + zeros_d[:, None] + (tl.arange(0, NP // 2) ^ 1)[None, :]  # (BD, NP / 2)
+        Bt = _load_pairs(pB, words)
+        Ct = tl.zeros_like(Bt)
+        if LOAD_C:
+            Ct = _load_pairs(pC, words)
     else:
-        Bt = tl.load(B_ptr + offs, mask=mask_n[None, :], other=0.0)
-    Ct = tl.zeros_like(Bt)
-    if LOAD_C:
-        if offs_n.shape[0] == N:  # noqa: SIM108
-            Ct = tl.load(C_ptr + offs)
-        else:
-            Ct = tl.load(C_ptr + offs, mask=mask_n[None, :], other=0.0)
+        offs = k * G * N + zeros_d[:, None] + offs_n[None, :]  # (BD, NP)
+        Bt = tl.load(pB + offs, mask=mask_n[None, :], other=0.0)
+        Ct = tl.zeros_like(Bt)
+        if LOAD_C:
+            Ct = tl.load(pC + offs, mask=mask_n[None, :], other=0.0)
     keep = tl.zeros((zeros_d.shape[0],), dtype=tl.float32) + 1.0
     if HAS_SEQ:
+        ok_d = (zeros_d + t) < t_stop  # (BD,)
+        row = b64 * L + t
         cur = tl.load(seq_ptr + row + zeros_d, mask=ok_d, other=0)
         prev = tl.load(seq_ptr + row - 1 + zeros_d, mask=ok_d & (zeros_d + t > 0), other=0)
         keep = tl.where((cur == prev) | (zeros_d + t == 0) | (~ok_d), 1.0, 0.0)  # (BD,)
@@ -232,5 +269,5 @@ def _delta(raw, bias, t, t_stop, zeros_d, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.c
         raw += bias
     dd = raw
     if SOFTPLUS:
-        dd = _softplus(raw)
+        dd = softplus_fast(raw)
     return raw, tl.where((zeros_d + t) < t_stop, dd, 0.0)

@@ -22,6 +22,9 @@ BD_FWD = 128
 # forward: how many steps ahead of their use u, dt and z are loaded (B, C: one step). H200, W1 fwd at L = 1K / 8K /
 # 64K: 3.70 / 5.99 / 6.00 ms at 1, 3.67 / 5.93 / 5.93 at 2, 3.43 / 5.59 / 5.61 at 4, 4.46 / 6.45 / 6.47 at 8
 AHEAD = 4
+# forward: register cap (ptxas -maxnreg; None: the compiler's choice). The (BD, NP) state tile, the loads in flight and
+# the tile's addresses fit in 128 registers without spilling, so 4 blocks of 4 warps share an SM.
+FWD_MAXNREG: int | None = 128
 # backward: one warp of BD_BWD channels per program, the states recomputed in sub-tiles of SUB steps in registers
 # (H200, W1: 32 channels and 4 steps were fastest; 8 or 16 channels per warp 71-91 ms against 53 at 1K)
 BD_BWD = 32
@@ -50,6 +53,16 @@ def _block_d(e: int, cap: int) -> int:
     return bd
 
 
+def _padded_fp32(x: torch.Tensor) -> torch.Tensor:
+    """B or C (b, l, g, n) as fp32 (b, l + TT, g, n), TT zero rows after each batch's sequence: the forward's tiles
+    read a step's B, C at constant offsets from the tile's row, up to TT rows past the chunk's end (b * l * g * n
+    elements: small)."""
+    b, l, g, n = x.shape
+    out = torch.zeros(b, l + TT, g, n, dtype=torch.float32, device=x.device)
+    out[:, :l] = x
+    return out
+
+
 def _chunking(b: int, l: int, blocks: int, target_programs: int) -> tuple[int, int]:
     """(chunk_len, n_chunks): chunk_len a multiple of TT, as few chunks as give target_programs programs."""
     tiles = triton.cdiv(l, TT)
@@ -72,7 +85,7 @@ def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx,
     """Returns (y (b, l, d) in u's dtype, final state (b, d, n) fp32, checkpoints (b, tiles, d, n) fp32 or None)."""
     b, l, d = u.shape
     g, n = B.shape[2], B.shape[3]
-    B32, C32 = B.float(), C.float()  # the kernels read fp32 B, C (b * l * g * n: small)
+    B32, C32 = _padded_fp32(B), _padded_fp32(C)
     BD = _block_d(d // g, BD_FWD)
     blocks = d // BD
     target = 1 if b * blocks >= FWD_UNCHUNKED_PROGRAMS else FWD_TARGET_PROGRAMS
@@ -91,7 +104,7 @@ def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx,
     grid = (blocks, nc, b)
     common = dict(
         D_MODEL=d, G=g, N=n, NP=triton.next_power_of_2(n), BD=BD, TT=TT, AHEAD=AHEAD, HAS_D=has_D, **flags,
-        num_warps=max(1, min(8, BD // 32)),
+        num_warps=max(1, min(8, BD // 32)), **({"maxnreg": FWD_MAXNREG} if FWD_MAXNREG else {}),
     )  # fmt: skip
     if nc == 1:
         start, h0_mode = (initial_state, 1) if initial_state is not None else (final, 0)

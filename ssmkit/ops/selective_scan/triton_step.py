@@ -13,7 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_fwd import _softplus, _store
+from .._triton_math import sigmoid_fast, softplus_fast
+from .triton_fwd import _store
 
 # elements of the (BD, n) state block per program: BD = STEP_TILE / next_pow2(n) channels
 STEP_TILE = 512
@@ -45,7 +46,7 @@ def _step_kernel(
     if HAS_BIAS:
         delta += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
     if SOFTPLUS:
-        delta = _softplus(delta)
+        delta = softplus_fast(delta)
     A = tl.load(A_ptr + offs_d[:, None] * sA_d + offs_n[None, :] * sA_n, mask=mask, other=0.0).to(tl.float32)
     Bt = tl.load(B_ptr + bb * sB_b + grp[:, None] * sB_g + offs_n[None, :] * sB_n, mask=mask, other=0.0)
     Ct = tl.load(C_ptr + bb * sC_b + grp[:, None] * sC_g + offs_n[None, :] * sC_n, mask=mask, other=0.0)
@@ -58,7 +59,7 @@ def _step_kernel(
         y += tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32) * u
     if HAS_Z:
         z = tl.load(z_ptr + bb * sz_b + offs_d * sz_d, mask=mask_d, other=0.0).to(tl.float32)
-        y = y * (z * tl.sigmoid(z))
+        y = y * (z * sigmoid_fast(z))
     if IN_PLACE:
         # out may be the state: every thread holding a copy of an element must have read it before one writes it
         tl.debug_barrier()

@@ -13,7 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..selective_scan.triton_fwd import _softplus, _store
+from .._triton_math import sigmoid_fast, softplus_fast
+from ..selective_scan.triton_fwd import _store
 from ._common import DEFAULT_DT_LIMIT
 
 # elements of the (BP, n) state block per program: BP = STEP_TILE / next_pow2(n) channels of one head
@@ -48,7 +49,7 @@ def _ssd_step_kernel(
     if HAS_BIAS:
         dt += tl.load(bias_ptr + head).to(tl.float32)
     if SOFTPLUS:
-        dt = _softplus(dt)
+        dt = softplus_fast(dt)
     if HAS_LIMIT:
         dt = tl.minimum(tl.maximum(dt, dt_min), dt_max)
     decay = tl.exp(dt * tl.load(A_ptr + head).to(tl.float32))
@@ -67,7 +68,7 @@ def _ssd_step_kernel(
             y += tl.load(D_ptr + head).to(tl.float32) * x
     if HAS_Z:
         z = tl.load(z_ptr + bb * sz_b + head * sz_h + offs_p * sz_p, mask=mask_p, other=0.0).to(tl.float32)
-        y = y * (z * tl.sigmoid(z))
+        y = y * (z * sigmoid_fast(z))
     if IN_PLACE:
         # out may be the state: every thread holding a copy of an element must have read it before one writes it
         tl.debug_barrier()

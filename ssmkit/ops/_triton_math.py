@@ -1,0 +1,75 @@
+"""Fast fp32 math for the Triton kernels: exp2, log2 and reciprocal as single MUFU instructions on NVIDIA GPUs.
+
+Why: `tl.exp2` lowers to `ex2.approx.f32`, which ptxas wraps in a compare and two predicated multiplies so that
+denormal results come out right (4 instructions where 1 would do); `tl.log` and `x / y` are wrapped the same way or
+refined to IEEE rounding. The selective scan's forward issues 16 exp2 per channel and step, so those wrappers were
+about a fifth of its instructions. The `.ftz` forms flush denormals (|x| < 1.2e-38) to zero, which no result here
+can tell from an exact zero; their error is that of the MUFU unit (about 2 ulp), far inside the tolerance rule.
+
+Under TRITON_INTERPRET=1 (CI on CPU) and off NVIDIA GPUs, inline PTX cannot run: the same names fall back to
+Triton's own functions, so the interpreter tests the same kernels with standard math.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+# Read when the kernels are first imported (each op imports its kernels on first use, like Triton reads the flag).
+INLINE_PTX = os.environ.get("TRITON_INTERPRET") != "1" and torch.version.hip is None
+
+if INLINE_PTX:
+
+    @triton.jit
+    def exp2_fast(x):
+        """2**x for fp32 x: one `ex2.approx.ftz.f32`."""
+        return tl.inline_asm_elementwise(
+            "ex2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1
+        )
+
+    @triton.jit
+    def log2_fast(x):
+        """log2(x) for fp32 x > 0: one `lg2.approx.ftz.f32`."""
+        return tl.inline_asm_elementwise(
+            "lg2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1
+        )
+
+    @triton.jit
+    def rcp_fast(x):
+        """1 / x for fp32 x: one `rcp.approx.ftz.f32` (1 / inf = 0, 1 / 0 = inf)."""
+        return tl.inline_asm_elementwise(
+            "rcp.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1
+        )
+
+else:
+
+    @triton.jit
+    def exp2_fast(x):
+        return tl.exp2(x)
+
+    @triton.jit
+    def log2_fast(x):
+        return tl.log2(x)
+
+    @triton.jit
+    def rcp_fast(x):
+        return 1.0 / x
+
+
+@triton.jit
+def sigmoid_fast(x):
+    """1 / (1 + e^-x), fp32: one exp2 and one reciprocal."""
+    return rcp_fast(1.0 + exp2_fast(x * -1.4426950408889634))
+
+
+@triton.jit
+def softplus_fast(x):
+    """log(1 + e^x), fp32, torch's threshold of 20 (x itself above it); log1p kept accurate where e^x is tiny."""
+    w = exp2_fast(tl.minimum(x, 20.0) * 1.4426950408889634)
+    one_w = 1.0 + w
+    # log(1 + w) = log(one_w) * w / (one_w - 1): the rounding of 1 + w cancels (exact where one_w == 1: w itself)
+    lp = tl.where(one_w == 1.0, w, log2_fast(one_w) * 0.6931471805599453 * (w * rcp_fast(one_w - 1.0)))
+    return tl.where(x > 20.0, x, lp)
