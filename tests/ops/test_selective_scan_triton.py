@@ -94,6 +94,8 @@ def compare(inputs, softplus=True, **kw):
         (1, 63, 8, 3, 2, True),
         (1, 257, 4, 2, 1, True),
         (1, 257, 4, 2, 2, False),
+        (1, 9, 32, 16, 1, False),  # the GPU's shape of the backward's reduce-scatter: 32 lanes, 32 values
+        (1, 9, 32, 2, 1, True),  # fewer values than lanes: lanes hold copies of each sum, one adds it
     ],
 )
 def test_matches_reference(b, l, d, n, g, chunks, nan_outputs, monkeypatch):

@@ -1,19 +1,22 @@
-"""Selective scan backward in Triton as a per-step recurrence: one channel per lane, its n states in registers.
+"""Selective scan backward in Triton as a per-step recurrence: one channel per thread, its n states in registers.
 
-One program (a single warp) owns (batch row, chunk, BD = 32 channels) and walks its chunk backwards. The state's
-adjoint G_t = dL/dh_t = C_t dys_t + Abar_{t+1} G_{t+1} runs in registers, as h does in the forward; the
-states h_t it needs are recomputed from the forward's checkpoints (one entering state per tile of TT steps):
+One program (a single warp) owns (batch row, chunk, BD <= 32 channels) and walks its chunk backwards, in the
+forward's layout ((BD, NP) tiles, `_state_index` order). The state's adjoint G_t = dL/dh_t = C_t dys_t +
+Abar_{t+1} G_{t+1} runs in registers, as h does in the forward; the states h_t it needs are recomputed from the
+forward's checkpoints (one entering state per tile of TT steps):
   1. from the tile's checkpoint, TT - SUB steps forward, each SUB-step sub-tile's entering state written to a
      small per-program scratch buffer (it stays in L1/L2: registers are the scarce resource here),
   2. sub-tiles last to first: SUB states recomputed into registers, then SUB steps backwards.
 So a state is never written per step, and each element costs 1.75 + 1 exps (TT = 16, SUB = 4).
 
-Per step t (everything per lane except dB, dC, which sum over channels across the warp's lanes):
+Per step t (everything per thread except dB, dC, which sum over the warp's channels):
   G_t = carry + C_t dys_t,  Abar_t = exp(Delta_t A),  gd = G_t Abar_t h_{t-1}  (= dL/dAbar_t * Abar_t)
   dA += gd Delta_t,  dDelta_t = u_t (G_t . B_t) + sum_n gd A,  du_t = Delta_t (G_t . B_t) + D dys_t
   dB_t = sum_d G_t Delta_t u_t,  dC_t = sum_d dys_t h_t,  carry <- Abar_t G_t
-dB, dC are added up across channel blocks by fp32 atomics into (b, l, g, n), or, when torch's deterministic mode is
-on, written as per-channel-block partials (b, l, d / BD, n) and summed afterwards (1 GiB each at W1's 64K tokens).
+The sums over n are within a thread. dB_t, dC_t (2 NP values, each summed over BD lanes) go through a
+reduce-scatter (`_reduce_scatter`): 31 lane exchanges a step for NP = 16 where summing each value over the warp
+would take 160; each lane then adds its one value into dB, dC (b, l, g, 2, n) by an fp32 atomic, or, when torch's
+deterministic mode is on, stores it into per-channel-block partials (b, l, d / BD, 2, n), summed afterwards.
 
 `_bwd_local_seq_kernel` gives, per chunk, its own part of dL/dH_in (the adjoint leaving its start when nothing
 arrives at its end) and its decay, for the cross-chunk combine (`_chunk_combine_kernel`, run in reverse).
@@ -25,89 +28,69 @@ import triton
 import triton.language as tl
 
 from .._triton_math import exp2_fast, sigmoid_fast, softplus_fast
-from .triton_fwd import _delta, _store
+from .triton_fwd import _channel_loads, _delta, _group_loads, _state_index, _store, _tile_pointers
 
 
 @triton.jit
-def _channel_loads(
-    u_ptr, dt_ptr, z_ptr, b64, t, t_stop, L, offs_d, zeros_d,
-    D_MODEL: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr, LOAD_Z: tl.constexpr,
-):  # fmt: skip
-    """Step t's u, raw dt and z (z only with HAS_Z and LOAD_Z, else zeros), (BD,) fp32; 0 past t_stop."""
-    ok_d = (zeros_d + t) < t_stop  # (BD,)
-    row = b64 * L + t
-    uu = tl.load(u_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
-    raw = tl.load(dt_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
-    zz = tl.zeros_like(uu)
-    if HAS_Z and LOAD_Z:
-        zz = tl.load(z_ptr + row * Z_ROW + offs_d, mask=ok_d, other=0.0).to(tl.float32)
-    return uu, raw, zz
+def _lane_xor(x, m: tl.constexpr):
+    """x (R, K) with row r replaced by row r ^ m: a lane exchange (shuffle) when rows are a warp's lanes."""
+    idx = (tl.arange(0, x.shape[0]) ^ m)[:, None] + tl.zeros(x.shape, tl.int32)
+    return tl.gather(x, idx, axis=0)
 
 
 @triton.jit
-def _group_row_loads(
-    B_ptr, C_ptr, seq_ptr, b64, t, t_stop, L, offs_n, mask_n, grp, zeros_d,
-    G: tl.constexpr, N: tl.constexpr, HAS_SEQ: tl.constexpr, LOAD_C: tl.constexpr,
-):  # fmt: skip
-    """Step t's B, C (NP,) fp32 (C only with LOAD_C, else zeros) and keep (BD,): 1.0, or 0.0 where seq_idx changes
-    at t > 0; past t_stop B, C are 0 and keep is 1, so the step leaves the state unchanged. The forward's
-    `_group_loads` gives each channel its own (BD, NP) copy instead: here the compiler splits n over 4 lanes of
-    the (NP, BD) tiles, which makes the per-step sums over channels (dB_t, dC_t) cheaper (H200, W1 at L = 1K: the
-    backward took 24.5 ms this way, 26.3 ms with a channel's n states in one thread, 5 shuffles per value)."""
-    ok_d = (zeros_d + t) < t_stop  # (BD,)
-    ok_n = (offs_n * 0 + t < t_stop) & mask_n  # (NP,)
-    row = b64 * L + t
-    Bt = tl.load(B_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
-    Ct = tl.zeros_like(Bt)
-    if LOAD_C:
-        Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
-    keep = tl.zeros((zeros_d.shape[0],), dtype=tl.float32) + 1.0
-    if HAS_SEQ:
-        cur = tl.load(seq_ptr + row + zeros_d, mask=ok_d, other=0)
-        prev = tl.load(seq_ptr + row - 1 + zeros_d, mask=ok_d & (zeros_d + t > 0), other=0)
-        keep = tl.where((cur == prev) | (zeros_d + t == 0) | (~ok_d), 1.0, 0.0)  # (BD,)
-    return Bt, Ct, keep
+def _exchange_half(acc, ids, rows, m: tl.constexpr):
+    """One reduce-scatter stage over lane pairs (r, r ^ m): each keeps one half of its values (even or odd
+    positions, by bit m of r), adds its partner's copy of that half, and hands over the other half. Once one value
+    is left, the remaining stages add both lanes' (the lanes then hold equal sums)."""
+    if acc.shape[1] > 1:
+        x0, x1 = tl.split(tl.reshape(acc, (acc.shape[0], acc.shape[1] // 2, 2)))
+        i0, i1 = tl.split(tl.reshape(ids, (ids.shape[0], ids.shape[1] // 2, 2)))
+        hi = ((rows & m) != 0)[:, None]
+        acc = tl.where(hi, x1, x0) + _lane_xor(tl.where(hi, x0, x1), m)
+        ids = tl.where(hi, i1, i0)  # the partner handed over the values with these ids
+    else:
+        acc = acc + _lane_xor(acc, m)
+    return acc, ids
 
 
 @triton.jit
-def _step_inputs(
-    u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t, t_stop, L, offs_d, offs_n, mask_n, grp, zeros_d,
-    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr,
-    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, LOAD_CZ: tl.constexpr,
-):  # fmt: skip
-    """Step t's u, raw dt (+ bias), Delta, B, C, z, (BD,) / (NP,) in fp32, and keep (see `_group_loads`).
-    C and z are loaded only with LOAD_CZ (else zeros)."""
-    uu, raw, zz = _channel_loads(
-        u_ptr, dt_ptr, z_ptr, b64, t, t_stop, L, offs_d, zeros_d, D_MODEL, Z_ROW, HAS_Z, LOAD_CZ
-    )  # fmt: skip
-    raw, dd = _delta(raw, bias, t, t_stop, zeros_d, HAS_BIAS, SOFTPLUS)
-    Bt, Ct, keep = _group_row_loads(
-        B_ptr, C_ptr, seq_ptr, b64, t, t_stop, L, offs_n, mask_n, grp, zeros_d, G, N, HAS_SEQ, LOAD_CZ
-    )  # fmt: skip
-    return uu, raw, dd, Bt, Ct, zz, keep
+def _reduce_scatter(a, b, offs_n, BD: tl.constexpr):
+    """a, b (BD, NP) per-channel terms, position p holding state offs_n[p] -> (sums (BD, K), ids (BD, K)) with
+    K = max(1, 2 NP / BD): lane r holds the sums over all BD rows of the values ids[r] (id < NP: a's state id, else
+    b's state id - NP). With 2 NP < BD, BD / (2 NP) lanes in a row hold each sum (`_scatter_owner`)."""
+    NP: tl.constexpr = a.shape[1]
+    rows = tl.arange(0, BD)
+    acc = tl.reshape(tl.join(a, b), (BD, 2 * NP))  # position 2 p + s: a's (s = 0) or b's (s = 1) position p
+    ids = tl.reshape(tl.join(offs_n, offs_n + NP), (1, 2 * NP)) + tl.zeros((BD, 2 * NP), tl.int32)
+    if BD > 16:
+        acc, ids = _exchange_half(acc, ids, rows, 16)
+    if BD > 8:
+        acc, ids = _exchange_half(acc, ids, rows, 8)
+    if BD > 4:
+        acc, ids = _exchange_half(acc, ids, rows, 4)
+    if BD > 2:
+        acc, ids = _exchange_half(acc, ids, rows, 2)
+    if BD > 1:
+        acc, ids = _exchange_half(acc, ids, rows, 1)
+    return acc, ids
 
 
 @triton.jit
-def _step_decay(
-    u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, A2, b64, t, t_stop, L, offs_d, offs_n, mask_n, grp, zeros_d,
-    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr,
-    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, LOAD_CZ: tl.constexpr,
-):  # fmt: skip
-    """`_step_inputs` of step t with the decay Abar_t = exp(Delta_t A) (NP, BD) in place of keep."""
-    uu, raw, dd, Bt, Ct, zz, keep = _step_inputs(
-        u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, b64, t, t_stop, L, offs_d, offs_n, mask_n, grp, zeros_d,
-        D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, LOAD_CZ,
-    )  # fmt: skip
-    dA = exp2_fast(dd[None, :] * A2)
-    if HAS_SEQ:
-        dA = dA * keep[None, :]
-    return uu, raw, dd, Bt, Ct, zz, dA
+def _scatter_owner(ids, NP: tl.constexpr, BD: tl.constexpr):
+    """(BD, K) bool: the lanes that add a reduce-scatter sum to memory (one per value when lanes hold copies)."""
+    rows = tl.arange(0, BD)[:, None] + tl.zeros(ids.shape, tl.int32)
+    if 2 * NP < BD:  # noqa: SIM108 (a constexpr branch)
+        own = (rows & (BD // (2 * NP) - 1)) == 0
+    else:
+        own = rows >= 0
+    return own
 
 
 @triton.jit
 def _bwd_seq_kernel(
     u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, seq_ptr, ckpt_ptr, dy_ptr, carry_ptr, scratch_ptr,
-    du_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr,
+    du_ptr, ddt_ptr, dz_ptr, dBC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr,
     L, chunk_len, n_chunks, n_tiles,
     D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
     TT: tl.constexpr, SUB: tl.constexpr, CARRY_MODE: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr,
@@ -116,9 +99,10 @@ def _bwd_seq_kernel(
 ):  # fmt: skip
     """Gradients for one chunk. CARRY_MODE: 0 none, 1 dL/dfinal_state (b, d, n), 2 per chunk (b, nc, d, n).
 
-    ckpt_ptr: (b, n_tiles, d, n) states entering each tile of TT steps; scratch_ptr: (programs, TT / SUB, NP, BD);
-    dB_ptr, dC_ptr: (b, l, g, n) fp32 sums with ATOMIC_BC (zeroed by the caller), else (b, l, d / BD, n) partials;
-    dA_ptr: (b, nc, d, n); dD_ptr, dbias_ptr: (b, nc, d); z rows Z_ROW elements apart (z may be a view of xz).
+    ckpt_ptr: (b, n_tiles, d, n) states entering each tile of TT steps; scratch_ptr: (programs, TT / SUB, BD, NP);
+    B_ptr, C_ptr: (b, L + TT, g, n) fp32 (`_tile_pointers`); dBC_ptr: (b, l, g, 2, n) fp32 sums with ATOMIC_BC
+    (zeroed by the caller), else (b, l, d / BD, 2, n) partials; dA_ptr: (b, nc, d, n); dD_ptr, dbias_ptr:
+    (b, nc, d); z rows Z_ROW elements apart (z may be a view of xz); du, ddt, dz, dy: (b, l, d).
     """
     pid_d = tl.program_id(0)
     pid_c = tl.program_id(1)
@@ -127,90 +111,101 @@ def _bwd_seq_kernel(
     K: tl.constexpr = TT // SUB  # sub-tiles per tile
     offs_d = pid_d * BD + tl.arange(0, BD)
     grp = (pid_d * BD) // (D_MODEL // G)
-    offs_n = tl.arange(0, NP)
+    offs_n = _state_index(NP, N)
     mask_n = offs_n < N
-    offs_nd = offs_d[None, :] * N + offs_n[:, None]  # (NP, BD): element (d, n) of a (d, n) state
-    mask_nd = mask_n[:, None]
+    offs_dn = offs_d[:, None] * N + offs_n[None, :]  # (BD, NP): element (d, n) of a (d, n) state
+    mask_dn = mask_n[None, :]
     zeros_d = tl.zeros((BD,), dtype=tl.int32)
-    A2 = tl.load(A_ptr + offs_nd, mask=mask_nd, other=0.0).to(tl.float32) * 1.4426950408889634  # A log2(e)
+    A2 = tl.load(A_ptr + offs_dn, mask=mask_dn, other=0.0).to(tl.float32) * 1.4426950408889634  # A log2(e)
     if CARRY_MODE == 1:
-        carry = tl.load(carry_ptr + b64 * D_MODEL * N + offs_nd, mask=mask_nd, other=0.0).to(tl.float32)
+        carry = tl.load(carry_ptr + b64 * D_MODEL * N + offs_dn, mask=mask_dn, other=0.0).to(tl.float32)
     elif CARRY_MODE == 2:
-        carry = tl.load(carry_ptr + (b64 * n_chunks + pid_c) * D_MODEL * N + offs_nd, mask=mask_nd, other=0.0)
+        carry = tl.load(carry_ptr + (b64 * n_chunks + pid_c) * D_MODEL * N + offs_dn, mask=mask_dn, other=0.0)
     else:
-        carry = tl.zeros((NP, BD), dtype=tl.float32)
+        carry = tl.zeros((BD, NP), dtype=tl.float32)
     Dv = tl.zeros((BD,), dtype=tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d).to(tl.float32)
     bias = tl.zeros((BD,), dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d).to(tl.float32)
-    dA_acc = tl.zeros((NP, BD), dtype=tl.float32)
+    dA_acc = tl.zeros((BD, NP), dtype=tl.float32)
     dD_acc = tl.zeros((BD,), dtype=tl.float32)
     dbias_acc = tl.zeros((BD,), dtype=tl.float32)
-    # this program's scratch: K sub-tile entering states, each (NP, BD) laid out as its lanes read it back
+    # where this warp's reduce-scatter sums go: value id -> (B or C, state); the ids are the same every step
+    _unused, ids = _reduce_scatter(carry, carry, offs_n, BD)
+    own = _scatter_owner(ids, NP, BD) & ((ids % NP) < N)
+    which = ids // NP  # 0: dB, 1: dC
+    if ATOMIC_BC:
+        bc_offs = (grp * 2 + which) * N + ids % NP  # (BD, K) within a row of (b, l, g, 2, n)
+        bc_row = G * 2 * N
+    else:
+        bc_offs = (pid_d * 2 + which) * N + ids % NP  # within a row of (b, l, d / BD, 2, n)
+        bc_row = n_blk * 2 * N
+    # this program's scratch: K sub-tile entering states, each (BD, NP) laid out as its threads hold it
     prog = (b64 * n_chunks + pid_c) * n_blk + pid_d
-    offs_scr = prog * (K * NP * BD) + offs_n[:, None] * BD + tl.arange(0, BD)[None, :]  # (NP, BD)
-    sidx = tl.arange(0, SUB)[:, None, None]  # (SUB, 1, 1): which register slot holds which step's state
+    offs_scr = prog * (K * NP * BD) + tl.arange(0, BD)[:, None] * NP + offs_n[None, :]  # (BD, NP), as held
     t_start = pid_c * chunk_len
     t_stop = tl.minimum(t_start + chunk_len, L)
     n_t = tl.cdiv(t_stop - t_start, TT)
     for i in range(0, n_t):
         t0 = t_start + (n_t - 1 - i) * TT
-        h = tl.load(ckpt_ptr + (b64 * n_tiles + t0 // TT) * D_MODEL * N + offs_nd, mask=mask_nd, other=0.0)
+        pu, pdt, pz, pdy, pB, pC = _tile_pointers(
+            u_ptr, dt_ptr, z_ptr, dy_ptr, B_ptr, C_ptr, b64, t0, L, offs_d, grp, D_MODEL, Z_ROW, G, N, TT
+        )  # fmt: skip
+        o_tile = (b64 * L + t0) * D_MODEL + offs_d  # (BD,) step t0 in (b, l, d)
+        pdu, pddt, pdz = du_ptr + o_tile, ddt_ptr + o_tile, dz_ptr + o_tile
+        h = tl.load(ckpt_ptr + (b64 * n_tiles + t0 // TT) * D_MODEL * N + offs_dn, mask=mask_dn, other=0.0)
         # 1. entering states of the sub-tiles (loops left rolled where no register slot is indexed: small code)
         for k in range(0, K):
             tl.store(scratch_ptr + offs_scr + k * NP * BD, h)
             if k < K - 1:
                 for j in range(0, SUB):
+                    s = k * SUB + j
                     uu, _raw, dd, Bt, _Ct, _zz, dA = _step_decay(
-                        u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, A2, b64, t0 + k * SUB + j, t_stop, L,
-                        offs_d, offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ,
-                        False,
+                        pu, pdt, pz, pB, pC, s, seq_ptr, bias, A2, b64, t0 + s, t_stop, L, offs_n, mask_n, zeros_d,
+                        D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, False,
                     )  # fmt: skip
-                    h = dA * h + Bt[:, None] * (dd * uu)[None, :]
+                    h = dA * h + Bt * (dd * uu)[:, None]
         # 2. sub-tiles last to first
         for kk in range(0, K):
-            ts = t0 + (K - 1 - kk) * SUB
+            s0 = (K - 1 - kk) * SUB  # the sub-tile's first step, from t0
             slot = offs_scr + (K - 1 - kk) * NP * BD
             h = tl.load(scratch_ptr + slot)
-            hs = tl.zeros((SUB, NP, BD), dtype=tl.float32)
+            hs = ()  # the sub-tile's SUB states, in registers (static indices)
             for j in tl.static_range(SUB):
                 uu, _raw, dd, Bt, _Ct, _zz, dA = _step_decay(
-                    u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, A2, b64, ts + j, t_stop, L,
-                    offs_d, offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ,
-                        False,
+                    pu, pdt, pz, pB, pC, s0 + j, seq_ptr, bias, A2, b64, t0 + s0 + j, t_stop, L, offs_n, mask_n,
+                    zeros_d, D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, False,
                 )  # fmt: skip
-                h = dA * h + Bt[:, None] * (dd * uu)[None, :]
-                hs = tl.where(sidx == j, h[None, :, :], hs)  # static slot: a register move
+                h = dA * h + Bt * (dd * uu)[:, None]
+                hs = hs + (h,)  # noqa: RUF005 (Triton's jit takes no starred tuples)
             for jj in tl.static_range(SUB):
                 j = SUB - 1 - jj
-                t = ts + j
+                s = s0 + j
+                t = t0 + s
                 uu, raw, dd, Bt, Ct, zz, dA = _step_decay(
-                    u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, seq_ptr, bias, A2, b64, t, t_stop, L,
-                    offs_d, offs_n, mask_n, grp, zeros_d, D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ,
-                    True,
+                    pu, pdt, pz, pB, pC, s, seq_ptr, bias, A2, b64, t, t_stop, L, offs_n, mask_n, zeros_d,
+                    D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, True,
                 )  # fmt: skip
                 ok_d = (zeros_d + t) < t_stop  # (BD,)
-                ok_n = (offs_n * 0 + t < t_stop) & mask_n  # (NP,)
-                row = b64 * L + t
-                h_t = tl.sum(tl.where(sidx == j, hs, -0.0), axis=0)  # x + (-0.0) == x: exact, folds away
+                h_t = hs[SUB - 1 - jj]
                 if j == 0:  # noqa: SIM108 (a static branch on constexpr j)
                     h_prev = tl.load(scratch_ptr + slot)  # the sub-tile's entering state, from L1
                 else:
-                    h_prev = tl.sum(tl.where(sidx == j - 1, hs, -0.0), axis=0)
-                dyy = tl.load(dy_ptr + row * D_MODEL + offs_d, mask=ok_d, other=0.0).to(tl.float32)
+                    h_prev = hs[SUB - 2 - jj]
+                dyy = tl.load(pdy + s * D_MODEL, mask=ok_d, other=0.0).to(tl.float32)
                 dys = dyy
                 if HAS_Z:
                     sz = sigmoid_fast(zz)
                     dys = dyy * zz * sz
-                    ypre = tl.sum(h_t * Ct[:, None], axis=0) + Dv * uu  # (BD,)
-                    _store(dz_ptr, row * D_MODEL + offs_d, dyy * ypre * sz * (1.0 + zz * (1.0 - sz)), ok_d)
-                Gt = carry + Ct[:, None] * dys[None, :]  # (NP, BD)
+                    ypre = tl.sum(h_t * Ct, axis=1) + Dv * uu  # (BD,)
+                    _store(pdz, s * D_MODEL, dyy * ypre * sz * (1.0 + zz * (1.0 - sz)), ok_d)
+                Gt = carry + Ct * dys[:, None]  # (BD, NP)
                 gd = Gt * dA * h_prev
-                dA_acc += gd * dd[None, :]
-                GB = tl.sum(Gt * Bt[:, None], axis=0)  # (BD,)
-                ddelta = uu * GB + tl.sum(gd * A2, axis=0) * 0.6931471805599453  # A = A2 ln 2
+                dA_acc += gd * dd[:, None]
+                GB = tl.sum(Gt * Bt, axis=1)  # (BD,)
+                ddelta = uu * GB + tl.sum(gd * A2, axis=1) * 0.6931471805599453  # A = A2 ln 2
                 du = dd * GB + Dv * dys
                 ddt = ddelta
                 if SOFTPLUS:
@@ -218,21 +213,18 @@ def _bwd_seq_kernel(
                 ddt = tl.where(ok_d, ddt, 0.0)
                 dD_acc += dys * uu
                 dbias_acc += ddt
-                _store(du_ptr, row * D_MODEL + offs_d, du, ok_d)
-                _store(ddt_ptr, row * D_MODEL + offs_d, ddt, ok_d)
-                dB_t = tl.sum(Gt * (dd * uu)[None, :], axis=1)  # (NP,): this block's channels
-                dC_t = tl.sum(h_t * dys[None, :], axis=1)
+                _store(pdu, s * D_MODEL, du, ok_d)
+                _store(pddt, s * D_MODEL, ddt, ok_d)
+                sums, _ids = _reduce_scatter(Gt * (dd * uu)[:, None], h_t * dys[:, None], offs_n, BD)
+                ok = own & ((ids * 0 + t) < t_stop)
+                bc = dBC_ptr + (b64 * L + t) * bc_row + bc_offs
                 if ATOMIC_BC:
-                    part = (row * G + grp) * N + offs_n  # (NP,) into (b, l, g, n)
-                    tl.atomic_add(dB_ptr + part, dB_t, mask=ok_n, sem="relaxed")
-                    tl.atomic_add(dC_ptr + part, dC_t, mask=ok_n, sem="relaxed")
+                    tl.atomic_add(bc, sums, mask=ok, sem="relaxed")
                 else:
-                    part = (row * n_blk + pid_d) * N + offs_n  # (NP,) into (b, l, d / BD, n)
-                    tl.store(dB_ptr + part, dB_t, mask=ok_n)
-                    tl.store(dC_ptr + part, dC_t, mask=ok_n)
+                    tl.store(bc, sums, mask=ok)
                 carry = dA * Gt
-    out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_nd
-    tl.store(dA_ptr + out, dA_acc, mask=mask_nd)
+    out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_dn
+    tl.store(dA_ptr + out, dA_acc, mask=mask_dn)
     out_d = (b64 * n_chunks + pid_c) * D_MODEL + offs_d
     if HAS_D:
         tl.store(dD_ptr + out_d, dD_acc)
@@ -240,7 +232,26 @@ def _bwd_seq_kernel(
         tl.store(dbias_ptr + out_d, dbias_acc)
     if WRITE_DH0:  # noqa: SIM102 (a constexpr and a run-time condition do not combine in Triton)
         if pid_c == 0:  # the carry out of chunk 0 is the initial state's gradient
-            tl.store(dh0_ptr + b64 * D_MODEL * N + offs_nd, carry, mask=mask_nd)
+            tl.store(dh0_ptr + b64 * D_MODEL * N + offs_dn, carry, mask=mask_dn)
+
+
+@triton.jit
+def _step_decay(
+    pu, pdt, pz, pB, pC, s, seq_ptr, bias, A2, b64, t, t_stop, L, offs_n, mask_n, zeros_d,
+    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, LOAD_CZ: tl.constexpr,
+):  # fmt: skip
+    """Step t = the tile's + s: u, dt + bias, Delta (BD,), B, C, the decay Abar_t = exp(Delta_t A) (BD, NP) and
+    z (BD,) in fp32; C and z only with LOAD_CZ (else zeros). Past t_stop Delta and u are 0: the step changes
+    nothing."""
+    ok_d = (zeros_d + t) < t_stop
+    uu, raw, zz = _channel_loads(pu, pdt, pz, s, ok_d, D_MODEL, Z_ROW, HAS_Z, LOAD_CZ)
+    raw, dd = _delta(raw, bias, t, t_stop, zeros_d, HAS_BIAS, SOFTPLUS)
+    Bt, Ct, keep = _group_loads(pB, pC, s, seq_ptr, b64, t, t_stop, L, offs_n, mask_n, zeros_d, G, N, HAS_SEQ, LOAD_CZ)
+    dA = exp2_fast(dd[:, None] * A2)
+    if HAS_SEQ:
+        dA = dA * keep[:, None]
+    return uu, raw, dd, Bt, Ct, zz, dA
 
 
 @triton.jit

@@ -214,7 +214,7 @@ def _tile_pointers(
 
 @triton.jit
 def _channel_loads(
-    pu, pdt, pz, k: tl.constexpr, ok, D_MODEL: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr,
+    pu, pdt, pz, k, ok, D_MODEL: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr,
     LOAD_Z: tl.constexpr,
 ):  # fmt: skip
     """u, raw dt and z (z only with HAS_Z and LOAD_Z, else zeros) k steps after the tile pointers', (BD,) fp32;
@@ -229,7 +229,7 @@ def _channel_loads(
 
 @triton.jit
 def _group_loads(
-    pB, pC, k: tl.constexpr, seq_ptr, b64, t, t_stop, L, offs_n, mask_n, zeros_d,
+    pB, pC, k, seq_ptr, b64, t, t_stop, L, offs_n, mask_n, zeros_d,
     G: tl.constexpr, N: tl.constexpr, HAS_SEQ: tl.constexpr, LOAD_C: tl.constexpr,
 ):  # fmt: skip
     """Step t's B, C (BD, NP) fp32, each channel's copy (C only with LOAD_C, else zeros), and keep (BD,): 1.0, or

@@ -137,7 +137,7 @@ def scan_bwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfin
     """Gradients (du, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_state); None where the input is absent."""
     b, l, d = u.shape
     g, n = B.shape[2], B.shape[3]
-    B32, C32 = B.float(), C.float()  # the kernels read fp32 B, C (b * l * g * n: small)
+    B32, C32 = _padded_fp32(B), _padded_fp32(C)
     NP = triton.next_power_of_2(n)
     BD = _block_d(d // g, BD_BWD)
     blocks = d // BD
@@ -159,7 +159,7 @@ def scan_bwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfin
         Lc = _empty(b, nc, d, n, dtype=f32, device=dev)
         dec = _empty(b, nc, d, n, dtype=f32, device=dev)
         _bwd_local_seq_kernel[grid](
-            dt, zp, C32, A, bias, seq, dy, Lc, dec, l, chunk_len, nc,
+            dt, zp, C.float(), A, bias, seq, dy, Lc, dec, l, chunk_len, nc,
             **dims, **flags, num_warps=warps,
         )  # fmt: skip
         carry = _empty(b, nc, d, n, dtype=f32, device=dev)
@@ -170,27 +170,25 @@ def scan_bwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfin
     dz = _empty(b, l, d, dtype=z.dtype, device=dev) if z is not None else dummy
     atomic = not torch.are_deterministic_algorithms_enabled()
     if atomic:  # summed over channel blocks in the kernel
-        dB_acc = torch.zeros(b, l, g, n, dtype=f32, device=dev)
-        dC_acc = torch.zeros(b, l, g, n, dtype=f32, device=dev)
+        dBC = torch.zeros(b, l, g, 2, n, dtype=f32, device=dev)
     else:  # one partial per channel block, summed below in a fixed order
-        dB_acc = _empty(b, l, blocks, n, dtype=f32, device=dev)
-        dC_acc = _empty(b, l, blocks, n, dtype=f32, device=dev)
+        dBC = _empty(b, l, blocks, 2, n, dtype=f32, device=dev)
     dA_part = _empty(b, nc, d, n, dtype=f32, device=dev)
     dD_part = _empty(b, nc, d, dtype=f32, device=dev) if has_D else dummy
     dbias_part = _empty(b, nc, d, dtype=f32, device=dev) if dt_bias is not None else dummy
     dh0 = _empty(b, d, n, dtype=f32, device=dev) if need_dh0 else dummy
-    scratch = torch.empty(b * nc * blocks * (TT // SUB) * NP * BD, dtype=f32, device=dev)
+    scratch = torch.empty(b * nc * blocks * (TT // SUB) * BD * NP, dtype=f32, device=dev)
     _bwd_seq_kernel[grid](
         u, dt, zp, B32, C32, A, D if has_D else dummy, bias, seq, ckpt, dy, carry, scratch,
-        du, ddt, dz, dB_acc, dC_acc, dA_part, dD_part, dbias_part, dh0,
+        du, ddt, dz, dBC, dA_part, dD_part, dbias_part, dh0,
         l, chunk_len, nc, n_tiles,
         **dims, TT=TT, SUB=SUB, CARRY_MODE=carry_mode, HAS_D=has_D, **flags, WRITE_DH0=need_dh0,
         ATOMIC_BC=atomic, num_warps=warps,
     )  # fmt: skip
     if not atomic:
-        dB_acc = dB_acc.view(b, l, g, blocks // g, n).sum(3)
-        dC_acc = dC_acc.view(b, l, g, blocks // g, n).sum(3)
-    dB, dC = dB_acc.to(B.dtype), dC_acc.to(C.dtype)
+        dBC = dBC.view(b, l, g, blocks // g, 2, n).sum(3)
+    dB = dBC[:, :, :, 0].to(B.dtype, memory_format=torch.contiguous_format)
+    dC = dBC[:, :, :, 1].to(C.dtype, memory_format=torch.contiguous_format)
     dA = dA_part.sum((0, 1)).to(A.dtype)
     dD = dD_part.sum((0, 1)).to(D.dtype) if has_D else None
     dbias = dbias_part.sum((0, 1)).to(dt_bias.dtype) if dt_bias is not None else None
