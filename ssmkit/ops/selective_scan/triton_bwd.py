@@ -27,7 +27,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .._triton_math import exp2_fast, sigmoid_fast, softplus_fast
+from .._triton_math import exp2_fast, sigmoid_fast
 from .triton_fwd import _channel_loads, _delta, _group_loads, _state_index, _store, _tile_pointers
 
 
@@ -259,50 +259,54 @@ def _bwd_local_seq_kernel(
     dt_ptr, z_ptr, C_ptr, A_ptr, bias_ptr, seq_ptr, dy_ptr, Lc_ptr, dec_ptr,
     L, chunk_len, n_chunks,
     D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
-    Z_ROW: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr,
+    TT: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_SEQ: tl.constexpr,
 ):  # fmt: skip
-    """Chunk c's own part of dL/dH_in[c] (lam = Abar_t (lam + C_t dys_t), t from the end) and its decay Dec_c."""
+    """Chunk c's own part of dL/dH_in[c] (lam = Abar_t (lam + C_t dys_t), t from the end) and its decay Dec_c;
+    tiles of TT steps last to first, in `_bwd_seq_kernel`'s layout. C_ptr: (b, L + TT, g, n) fp32."""
     pid_d = tl.program_id(0)
     pid_c = tl.program_id(1)
     b64 = tl.program_id(2).to(tl.int64)
     offs_d = pid_d * BD + tl.arange(0, BD)
     grp = (pid_d * BD) // (D_MODEL // G)
-    offs_n = tl.arange(0, NP)
+    offs_n = _state_index(NP, N)
     mask_n = offs_n < N
-    offs_nd = offs_d[None, :] * N + offs_n[:, None]
-    mask_nd = mask_n[:, None]
+    offs_dn = offs_d[:, None] * N + offs_n[None, :]  # (BD, NP)
+    mask_dn = mask_n[None, :]
     zeros_d = tl.zeros((BD,), dtype=tl.int32)
-    A2 = tl.load(A_ptr + offs_nd, mask=mask_nd, other=0.0).to(tl.float32) * 1.4426950408889634
+    A2 = tl.load(A_ptr + offs_dn, mask=mask_dn, other=0.0).to(tl.float32) * 1.4426950408889634
     bias = tl.zeros((BD,), dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d).to(tl.float32)
-    lam = tl.zeros((NP, BD), dtype=tl.float32)
+    lam = tl.zeros((BD, NP), dtype=tl.float32)
     dsum = tl.zeros((BD,), dtype=tl.float32)
     alive = tl.full((BD,), 1.0, tl.float32)
     t_start = pid_c * chunk_len
     t_stop = tl.minimum(t_start + chunk_len, L)
-    for i in range(0, t_stop - t_start):
-        t = t_stop - 1 - i
-        row = b64 * L + t
-        dd = tl.load(dt_ptr + row * D_MODEL + offs_d).to(tl.float32)
-        if HAS_BIAS:
-            dd += bias
-        if SOFTPLUS:
-            dd = softplus_fast(dd)
-        dys = tl.load(dy_ptr + row * D_MODEL + offs_d).to(tl.float32)
-        if HAS_Z:
-            zz = tl.load(z_ptr + row * Z_ROW + offs_d).to(tl.float32)
-            dys = dys * zz * sigmoid_fast(zz)
-        Ct = tl.load(C_ptr + (row * G + grp) * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-        dA = exp2_fast(dd[None, :] * A2)
-        if HAS_SEQ:
-            cur = tl.load(seq_ptr + row + zeros_d)
-            prev = tl.load(seq_ptr + row - 1 + zeros_d, mask=zeros_d + t > 0, other=0)
-            keep = tl.where((cur == prev) | (zeros_d + t == 0), 1.0, 0.0)
-            dA = dA * keep[None, :]
-            alive = alive * keep
-        lam = dA * (lam + Ct[:, None] * dys[None, :])
-        dsum += dd
-    out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_nd
-    tl.store(Lc_ptr + out, lam, mask=mask_nd)
-    tl.store(dec_ptr + out, exp2_fast(dsum[None, :] * A2) * alive[None, :], mask=mask_nd)
+    n_t = tl.cdiv(t_stop - t_start, TT)
+    for i in range(0, n_t):
+        t0 = t_start + (n_t - 1 - i) * TT
+        # dy in u's place: `_channel_loads` then reads dy, dt and z
+        pdy, pdt, pz, _pdy, pC, _pC = _tile_pointers(
+            dy_ptr, dt_ptr, z_ptr, dy_ptr, C_ptr, C_ptr, b64, t0, L, offs_d, grp, D_MODEL, Z_ROW, G, N, TT
+        )  # fmt: skip
+        for jj in tl.static_range(TT):
+            j = TT - 1 - jj
+            t = t0 + j
+            dys, raw, zz = _channel_loads(pdy, pdt, pz, j, (zeros_d + t) < t_stop, D_MODEL, Z_ROW, HAS_Z, True)
+            _raw, dd = _delta(raw, bias, t, t_stop, zeros_d, HAS_BIAS, SOFTPLUS)  # 0 past t_stop
+            if HAS_Z:
+                dys = dys * zz * sigmoid_fast(zz)
+            # C in B's place (C only is needed)
+            Ct, _none, keep = _group_loads(
+                pC, pC, j, seq_ptr, b64, t, t_stop, L, offs_n, mask_n, zeros_d, G, N, HAS_SEQ, False
+            )  # fmt: skip
+            dA = exp2_fast(dd[:, None] * A2)
+            if HAS_SEQ:
+                dA = dA * keep[:, None]
+                alive = alive * keep
+            lam = dA * (lam + Ct * dys[:, None])
+            dsum += dd
+    out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_dn
+    tl.store(Lc_ptr + out, lam, mask=mask_dn)
+    tl.store(dec_ptr + out, exp2_fast(dsum[:, None] * A2) * alive[:, None], mask=mask_dn)

@@ -2,8 +2,9 @@
 
 Memory: besides the inputs, the forward keeps one fp32 (d, n) state per tile of TT steps for the backward
 (b * l / TT * d * n * 4 bytes: 1 GiB at 64K tokens, d = 4096, n = 16, TT = 16) and never a (b, l, d, n) tensor;
-the backward adds dB, dC sums (b, l, g, n) fp32 (per block of channels, (b, l, d / BD_BWD, n) fp32 each, under
-torch.use_deterministic_algorithms). z may be a view with evenly spaced rows (xz[..., d:]): it is not copied.
+the backward adds the dB, dC sums (b, l, g, 2, n) fp32 (per block of channels, (b, l, d / BD_BWD, 2, n), under
+torch.use_deterministic_algorithms). B and C are read as fp32 copies with TT zero rows after each batch's sequence.
+z may be a view with evenly spaced rows (xz[..., d:]): it is not copied.
 Chunking (how many pieces the sequence is cut into) depends only on how many programs b * d / BD already gives.
 """
 
@@ -25,7 +26,10 @@ AHEAD = 4
 # forward: register cap (ptxas -maxnreg; None: the compiler's choice). The (BD, NP) state tile, the loads in flight and
 # the tile's addresses fit in 128 registers without spilling, so 4 blocks of 4 warps share an SM.
 FWD_MAXNREG: int | None = 128
-# backward: one warp of BD_BWD channels per program, the states recomputed in sub-tiles of SUB steps in registers
+# backward: one warp of BD_BWD <= 32 channels per program (dB, dC are summed within the warp), the states recomputed
+# in sub-tiles of SUB steps in registers. H200, W1 fwd+bwd at L = 1K / 64K: SUB 4: 21.8 / 25.8 ms, SUB 2: 28.0 / 30.5;
+# capping the backward's 240 registers (ptxas -maxnreg 200 / 184 / 168) for more warps per SM: 22.1 / 22.5 / 20.9 ms
+# at 1K, 25.9 / 26.3 / 25.3 at 64K, against 21.8 / 25.3 uncapped: left to the compiler.
 # (H200, W1: 32 channels and 4 steps were fastest; 8 or 16 channels per warp 71-91 ms against 53 at 1K)
 BD_BWD = 32
 SUB = 4
@@ -159,8 +163,8 @@ def scan_bwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfin
         Lc = _empty(b, nc, d, n, dtype=f32, device=dev)
         dec = _empty(b, nc, d, n, dtype=f32, device=dev)
         _bwd_local_seq_kernel[grid](
-            dt, zp, C.float(), A, bias, seq, dy, Lc, dec, l, chunk_len, nc,
-            **dims, **flags, num_warps=warps,
+            dt, zp, C32, A, bias, seq, dy, Lc, dec, l, chunk_len, nc,
+            **dims, TT=TT, **flags, num_warps=warps,
         )  # fmt: skip
         carry = _empty(b, nc, d, n, dtype=f32, device=dev)
         _combine(Lc, dec, dfinal, carry, b, nc, d * n, reverse=True)
