@@ -44,6 +44,16 @@ if INLINE_PTX:
             "rcp.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1
         )
 
+    @triton.jit
+    def exp_fast(x):
+        """e**x for fp32 x: one multiply and one exp2 (-inf gives 0), as Triton's own exp but without the wrapper."""
+        return exp2_fast(x * 1.4426950408889634)
+
+    @triton.jit
+    def sigmoid_fast(x):
+        """1 / (1 + e^-x), fp32: one exp2 and one reciprocal."""
+        return rcp_fast(1.0 + exp2_fast(x * -1.4426950408889634))
+
 else:
 
     @triton.jit
@@ -58,11 +68,13 @@ else:
     def rcp_fast(x):
         return 1.0 / x
 
+    @triton.jit
+    def exp_fast(x):
+        return tl.exp(x)
 
-@triton.jit
-def sigmoid_fast(x):
-    """1 / (1 + e^-x), fp32: one exp2 and one reciprocal."""
-    return rcp_fast(1.0 + exp2_fast(x * -1.4426950408889634))
+    @triton.jit
+    def sigmoid_fast(x):
+        return tl.sigmoid(x)
 
 
 @triton.jit

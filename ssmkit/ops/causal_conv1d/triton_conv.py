@@ -33,6 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._triton_math import sigmoid_fast
 from ..selective_scan.triton_fwd import _store
 
 # tile sizes, settable by benchmarks. Forward: SPAN rows x BLOCK_D channels per program, ROWS rows a step, STAGES
@@ -77,8 +78,8 @@ def _empty(*shape, dtype, device):
 
 @triton.jit
 def _silu_and_grad(z):
-    """(silu(z), silu'(z)) in fp32, the sigmoid through exp2."""
-    s = 1.0 / (1.0 + tl.exp2(z * -1.4426950408889634))
+    """(silu(z), silu'(z)) in fp32."""
+    s = sigmoid_fast(z)
     return z * s, s * (1.0 + z * (1.0 - s))
 
 

@@ -23,6 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._triton_math import exp_fast
 from .triton_cb import _pair
 from .triton_state import _chunk_segments, _dot, _dot32, _dot_hilo, _round_to, upcast_dots
 
@@ -87,7 +88,7 @@ def _bwd_dcb_kernel(
         )  # (BS, BP)
         diff = _log_decay(cum_ptr, cumlo_ptr, row + rt, row + rs, CUM_LO)
         # masked before exp: above the diagonal the exponent can be large and positive
-        G = _dot(dyt, tl.trans(xs.to(dyt.dtype)), PREC, UPCAST) * tl.exp(tl.where(causal, diff, float("-inf")))
+        G = _dot(dyt, tl.trans(xs.to(dyt.dtype)), PREC, UPCAST) * exp_fast(tl.where(causal, diff, float("-inf")))
         G *= tl.load(dtp_ptr + row + rs)[None, :]  # (BT, BS): (dy_t . x_s) dt_s L_ts
         dcb += G
         W = G * cb
@@ -156,7 +157,7 @@ def _bwd_dx_kernel(
             mask=(rt < l)[:, None] & pmask[None, :],
             other=0.0,
         )  # (BT, BP)
-        MT = cbT * tl.exp(tl.where(causal, diffT, float("-inf")))
+        MT = cbT * exp_fast(tl.where(causal, diffT, float("-inf")))
         # 16 bits of MT: rounding it to bf16 sums up in d dt_bias past the tolerance rule
         acc += _dot_hilo(MT, dyt, PREC, UPCAST)  # dy fp32 (with the silu(z) gate): tf32, else x's dtype
 
@@ -165,7 +166,7 @@ def _bwd_dx_kernel(
     log_w = tl.load(cum_ptr + last) - cum_s
     if CUM_LO:
         log_w += tl.load(cumlo_ptr + last) - lo_s
-    w = tl.exp(log_w)
+    w = exp_fast(log_w)
     if HAS_SEG:
         w = tl.where(seg_s == seg_last, w, 0.0)
     Bs = tl.load(
@@ -261,8 +262,8 @@ def _bwd_dbc_kernel(
             lo_r = tl.load(cumlo_ptr + row + rr)
             log_w += tl.load(cumlo_ptr + last) - lo_r
             log_e += lo_r
-        w = tl.exp(log_w) * tl.load(dtp_ptr + row + rr)
-        e = tl.exp(log_e)
+        w = exp_fast(log_w) * tl.load(dtp_ptr + row + rr)
+        e = exp_fast(log_e)
         if HAS_SEG:
             w = tl.where(seg_r == seg_last, w, 0.0)
             e = tl.where(seg_r == seg_before, e, 0.0)

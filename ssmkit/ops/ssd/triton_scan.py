@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._triton_math import exp_fast, sigmoid_fast
 from .triton_state import _chunk_segments, _dot_hilo, _round_to, upcast_dots
 
 
@@ -52,9 +53,9 @@ def _chunk_scan_fwd_kernel(
     cum_t = tl.load(cum_ptr + row + rm)
     if CUM_LO:
         lo_t = tl.load(cumlo_ptr + row + rm)
-        e_t = tl.exp(cum_t + lo_t)
+        e_t = exp_fast(cum_t + lo_t)
     else:
-        e_t = tl.exp(cum_t)
+        e_t = exp_fast(cum_t)
     if HAS_SEG:
         seg_t = tl.load(seg_ptr + bi * Lp + rm)
         _, seg_before = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
@@ -81,7 +82,7 @@ def _chunk_scan_fwd_kernel(
         if HAS_SEG:
             causal &= seg_t[:, None] == tl.load(seg_ptr + bi * Lp + rs)[None, :]
         # masked before exp: above the diagonal the exponent can be large and positive
-        decay = tl.exp(tl.where(causal, diff, float("-inf")))
+        decay = exp_fast(tl.where(causal, diff, float("-inf")))
         dt_s = tl.load(dtp_ptr + row + rs)
         xs = tl.load(
             x_ptr + bi * sx_b + rs[:, None] * sx_l + hi * sx_h + rp[None, :] * sx_p,
@@ -102,7 +103,7 @@ def _chunk_scan_fwd_kernel(
     if HAS_Z:
         zt = tl.load(z_ptr + bi * sz_b + rm[:, None] * sz_l + hi * sz_h + rp[None, :] * sz_p, mask=omask, other=0.0)
         zt = zt.to(tl.float32)
-        acc = acc * zt * tl.sigmoid(zt)
+        acc = acc * zt * sigmoid_fast(zt)
     tl.store(out_ptr + out_at, _round_to(acc, out_ptr.dtype.element_ty, UPCAST), mask=omask)
 
 

@@ -25,6 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .._triton_math import exp_fast
+
 
 @triton.jit
 def _dot(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
@@ -121,14 +123,14 @@ def _chunk_state_kernel(
             log_w = cum_last - cum_t
             if CUM_LO:
                 log_w += lo_last - tl.load(cumlo_ptr + row + rt)
-            w = tl.exp(log_w) * tl.load(dtp_ptr + row + rt)
+            w = exp_fast(log_w) * tl.load(dtp_ptr + row + rt)
             if HAS_SEG:
                 w = tl.where(tl.load(seg_ptr + bi * Lp + rt) == seg_last, w, 0.0)
         else:
             log_w = cum_t
             if CUM_LO:
                 log_w += tl.load(cumlo_ptr + row + rt)
-            w = tl.exp(log_w)
+            w = exp_fast(log_w)
             if HAS_SEG:
                 w = tl.where(tl.load(seg_ptr + bi * Lp + rt) == seg_before, w, 0.0)
         tmask = rt < l
@@ -152,7 +154,7 @@ def _chunk_state_kernel(
 @triton.jit
 def _decay_across(cum_ptr, seg_ptr, row, bi, ci, Lp, Q: tl.constexpr, HAS_SEG: tl.constexpr):
     """exp(cum_last) of chunk ci: the factor on the state across the chunk (0 where a new segment starts in it)."""
-    decay = tl.exp(tl.load(cum_ptr + row + ci * Q + Q - 1))
+    decay = exp_fast(tl.load(cum_ptr + row + ci * Q + Q - 1))
     if HAS_SEG:
         seg_last, seg_before = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
         decay = tl.where(seg_last == seg_before, decay, 0.0)
