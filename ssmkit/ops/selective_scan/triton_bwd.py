@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 
 from .._triton_math import exp2_fast, sigmoid_fast
-from .triton_fwd import _channel_loads, _delta, _group_loads, _state_index, _store, _tile_pointers
+from .triton_fwd import _channel_loads, _delta, _group_loads, _lane_order, _state_index, _store, _tile_pointers
 
 
 @triton.jit
@@ -99,7 +99,7 @@ def _bwd_seq_kernel(
 ):  # fmt: skip
     """Gradients for one chunk. CARRY_MODE: 0 none, 1 dL/dfinal_state (b, d, n), 2 per chunk (b, nc, d, n).
 
-    ckpt_ptr: (b, n_tiles, d, n) states entering each tile of TT steps; scratch_ptr: (programs, TT / SUB, BD, NP);
+    ckpt_ptr: (b, n_tiles, n, d) states entering each tile of TT steps; scratch_ptr: (programs, TT / SUB, NP, BD);
     B_ptr, C_ptr: (b, L + TT, g, n) fp32 (`_tile_pointers`); dBC_ptr: (b, l, g, 2, n) fp32 sums with ATOMIC_BC
     (zeroed by the caller), else (b, l, d / BD, 2, n) partials; dA_ptr: (b, nc, d, n); dD_ptr, dbias_ptr:
     (b, nc, d); z rows Z_ROW elements apart (z may be a view of xz); du, ddt, dz, dy: (b, l, d).
@@ -142,9 +142,10 @@ def _bwd_seq_kernel(
     else:
         bc_offs = (pid_d * 2 + which) * N + ids % NP  # within a row of (b, l, d / BD, 2, n)
         bc_row = n_blk * 2 * N
-    # this program's scratch: K sub-tile entering states, each (BD, NP) laid out as its threads hold it
+    # this program's scratch: K sub-tile entering states, each (NP, BD): a warp's lanes write d-contiguous runs
     prog = (b64 * n_chunks + pid_c) * n_blk + pid_d
-    offs_scr = prog * (K * NP * BD) + tl.arange(0, BD)[:, None] * NP + offs_n[None, :]  # (BD, NP), as held
+    offs_scr = prog * (K * NP * BD) + offs_n[None, :] * BD + _lane_order(tl.arange(0, BD), BD)[:, None]  # (BD, NP)
+    offs_ck = offs_n[None, :] * D_MODEL + _lane_order(offs_d, BD)[:, None]  # (BD, NP) in a checkpoint (n, d)
     t_start = pid_c * chunk_len
     t_stop = tl.minimum(t_start + chunk_len, L)
     n_t = tl.cdiv(t_stop - t_start, TT)
@@ -155,7 +156,7 @@ def _bwd_seq_kernel(
         )  # fmt: skip
         o_tile = (b64 * L + t0) * D_MODEL + offs_d  # (BD,) step t0 in (b, l, d)
         pdu, pddt, pdz = du_ptr + o_tile, ddt_ptr + o_tile, dz_ptr + o_tile
-        h = tl.load(ckpt_ptr + (b64 * n_tiles + t0 // TT) * D_MODEL * N + offs_dn, mask=mask_dn, other=0.0)
+        h = tl.load(ckpt_ptr + (b64 * n_tiles + t0 // TT) * N * D_MODEL + offs_ck, mask=mask_dn, other=0.0)
         # 1. entering states of the sub-tiles (loops left rolled where no register slot is indexed: small code)
         for k in range(0, K):
             tl.store(scratch_ptr + offs_scr + k * NP * BD, h)

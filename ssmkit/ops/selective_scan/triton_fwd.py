@@ -41,6 +41,19 @@ def _state_index(NP: tl.constexpr, N: tl.constexpr):
 
 
 @triton.jit
+def _lane_order(idx, BD: tl.constexpr):
+    """Channel offsets idx (BD,) with neighbours swapped (for BD > 1), used where a (.., n, d) buffer private to the
+    kernels is indexed: a warp's lanes then write d-contiguous runs (4 sectors per instruction, not 32), and the
+    compiler, seeing no contiguity, keeps the state tile's layout instead of regrouping the lanes. Blocks start at
+    even channels, so every block size maps channel c to slot c ^ 1: readers and writers agree."""
+    if BD > 1:  # noqa: SIM108 (a constexpr branch)
+        out = idx ^ 1
+    else:
+        out = idx
+    return out
+
+
+@triton.jit
 def _paired(NP: tl.constexpr, N: tl.constexpr):
     """Whether B_t, C_t are read as NP / 2 64-bit words (two fp32 states each): half the load instructions."""
     return NP == N and NP >= 4
@@ -121,6 +134,7 @@ def _fwd_seq_kernel(
     offs_dn = offs_d[:, None] * N + offs_n[None, :]  # (BD, NP): element (d, n) of a (d, n) state
     mask_dn = offs_n[None, :] < N
     mask_n = offs_n < N
+    offs_ck = offs_n[None, :] * D_MODEL + _lane_order(offs_d, BD)[:, None]  # (BD, NP) in a checkpoint (n, d)
     A2 = tl.load(A_ptr + offs_dn, mask=mask_dn, other=0.0).to(tl.float32) * 1.4426950408889634
     if H0_MODE == 1:
         h = tl.load(h0_ptr + b64 * D_MODEL * N + offs_dn, mask=mask_dn, other=0.0).to(tl.float32)
@@ -157,7 +171,7 @@ def _fwd_seq_kernel(
     )  # fmt: skip
     for t0 in range(t_start, t_stop, TT):
         if WRITE_CKPT:
-            tl.store(ckpt_ptr + (b64 * n_tiles + t0 // TT) * D_MODEL * N + offs_dn, h, mask=mask_dn)
+            tl.store(ckpt_ptr + (b64 * n_tiles + t0 // TT) * N * D_MODEL + offs_ck, h, mask=mask_dn)
         pu, pdt, pz, py, pB, pC = _tile_pointers(
             u_ptr, dt_ptr, z_ptr, y_ptr, B_ptr, C_ptr, b64, t0, L, offs_d, grp, D_MODEL, Z_ROW, G, N, TT
         )  # fmt: skip

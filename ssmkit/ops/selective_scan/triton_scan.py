@@ -86,7 +86,7 @@ def _flags(D, z, dt_bias, seq_idx, dt_softplus):
 
 
 def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx, need_ckpt):
-    """Returns (y (b, l, d) in u's dtype, final state (b, d, n) fp32, checkpoints (b, tiles, d, n) fp32 or None)."""
+    """Returns (y (b, l, d) in u's dtype, final state (b, d, n) fp32, checkpoints (b, tiles, n, d) fp32 or None)."""
     b, l, d = u.shape
     g, n = B.shape[2], B.shape[3]
     B32, C32 = _padded_fp32(B), _padded_fp32(C)
@@ -104,7 +104,7 @@ def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx,
     Dp = D if has_D else dummy
     y = _empty(b, l, d, dtype=u.dtype, device=dev)
     final = _empty(b, d, n, dtype=torch.float32, device=dev)
-    ckpt = _empty(b, n_tiles, d, n, dtype=torch.float32, device=dev) if need_ckpt else final
+    ckpt = _empty(b, n_tiles, n, d, dtype=torch.float32, device=dev) if need_ckpt else final  # (n, d): coalesced
     grid = (blocks, nc, b)
     common = dict(
         D_MODEL=d, G=g, N=n, NP=triton.next_power_of_2(n), BD=BD, TT=TT, AHEAD=AHEAD, HAS_D=has_D, **flags,
