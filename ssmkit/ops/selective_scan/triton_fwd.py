@@ -44,8 +44,9 @@ def _state_index(NP: tl.constexpr, N: tl.constexpr):
 def _lane_order(idx, BD: tl.constexpr):
     """Channel offsets idx (BD,) with neighbours swapped (for BD > 1), used where a (.., n, d) buffer private to the
     kernels is indexed: a warp's lanes then write d-contiguous runs (4 sectors per instruction, not 32), and the
-    compiler, seeing no contiguity, keeps the state tile's layout instead of regrouping the lanes. Blocks start at
-    even channels, so every block size maps channel c to slot c ^ 1: readers and writers agree."""
+    compiler, seeing no contiguity, keeps the state tile's layout instead of regrouping the lanes. Readers and
+    writers agree: each kernel's BD is the largest power of two dividing d / g up to its cap, so BD is 1 in all of
+    them or even in all (then blocks start at even channels, and channel c is slot c ^ 1 whatever the block)."""
     if BD > 1:  # noqa: SIM108 (a constexpr branch)
         out = idx ^ 1
     else:

@@ -34,11 +34,11 @@ FWD_MAXNREG: int | None = 128
 BD_BWD = 32
 SUB = 4
 # Chunking. Forward: one pass (no chunks) while b * d / BD_FWD gives at least FWD_UNCHUNKED_PROGRAMS programs, else
-# chunks until FWD_TARGET_PROGRAMS: chunks cost a second pass over the sequence (H200, W1: L = 2K, b = 32 took
-# 3.90 ms as 1,024 programs in one pass against 6.18 ms in 2 chunks; L = 8K, b = 8 took 7.2 ms as 256 programs in
-# one pass against 6.18 ms in 8 chunks). Backward: chunks until BWD_TARGET_PROGRAMS (L = 64K, b = 1: 33.7 ms
-# fwd+bwd at 4,096, 34.2 at 2,048, 37.9 at 1,024).
-FWD_UNCHUNKED_PROGRAMS = 1024
+# chunks until FWD_TARGET_PROGRAMS: chunks cost a second pass over the sequence. H200 (132 SMs, 4 programs of
+# 4 warps each at 128 registers), W1 fwd at 8de2ebb: L = 4K, b = 16 (512 programs) 2.07 ms in one pass against
+# 3.65 in chunks; L = 8K (256) 3.33 against 3.65; L = 16K (128) 6.22 against 3.64. Backward: chunks until
+# BWD_TARGET_PROGRAMS (L = 64K, b = 1: 33.7 ms fwd+bwd at 4,096, 34.2 at 2,048, 37.9 at 1,024; older kernels).
+FWD_UNCHUNKED_PROGRAMS = 256
 FWD_TARGET_PROGRAMS = 2048
 BWD_TARGET_PROGRAMS = 4096
 COMBINE_BLOCK = 256
