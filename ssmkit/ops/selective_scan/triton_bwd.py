@@ -132,7 +132,8 @@ def _bwd_seq_kernel(
     dA_acc = tl.zeros((BD, NP), dtype=tl.float32)
     dD_acc = tl.zeros((BD,), dtype=tl.float32)
     dbias_acc = tl.zeros((BD,), dtype=tl.float32)
-    # where this warp's reduce-scatter sums go: value id -> (B or C, state); the ids are the same every step
+    # where this warp's reduce-scatter sums go: value id -> (B or C, state); the ids are the same every step (the
+    # sums of this call are not used)
     _unused, ids = _reduce_scatter(carry, carry, offs_n, BD)
     own = _scatter_owner(ids, NP, BD) & ((ids % NP) < N)
     which = ids // NP  # 0: dB, 1: dC
