@@ -215,6 +215,14 @@ def test_full_size_cuda(b, l, d, g, dtype, nan_outputs):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not HAS_CUDA, reason="needs an NVIDIA GPU")
+@pytest.mark.parametrize("n", [8, 64])
+def test_full_size_other_state_sizes_cuda(n, nan_outputs):
+    """State sizes other than Mamba's 16: the forward's register cap is for n <= 16 only."""
+    compare(make_inputs(1, 500, 512, n, 1, dtype=torch.bfloat16))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs an NVIDIA GPU")
 def test_full_size_seq_idx_cuda(nan_outputs):
     lengths = torch.tensor([900, 1, 2000, 77, 64, 3000, 58], device="cuda")
     seq_idx = torch.repeat_interleave(torch.arange(7, device="cuda"), lengths)

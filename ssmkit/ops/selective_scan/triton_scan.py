@@ -23,9 +23,10 @@ BD_FWD = 128
 # forward: how many steps ahead of their use u, dt and z are loaded (B, C: one step). H200, W1 fwd at L = 1K / 8K /
 # 64K: 3.70 / 5.99 / 6.00 ms at 1, 3.67 / 5.93 / 5.93 at 2, 3.43 / 5.59 / 5.61 at 4, 4.46 / 6.45 / 6.47 at 8
 AHEAD = 4
-# forward: register cap (ptxas -maxnreg; None: the compiler's choice). The (BD, NP) state tile, the loads in flight and
-# the tile's addresses fit in 128 registers without spilling, so 4 blocks of 4 warps share an SM.
-FWD_MAXNREG: int | None = 128
+# forward: register cap (ptxas -maxnreg) for n <= 16, the size it was measured at; larger states are left to the
+# compiler. At n = 16 the (BD, NP) state tile, the loads in flight and the tile's addresses fit in 128 registers
+# without spilling, so 4 blocks of 4 warps share an SM (146 uncapped: W1 fwd 2.84 against 2.05 ms at 1K).
+FWD_MAXNREG = 128
 # backward: one warp of BD_BWD <= 32 channels per program (dB, dC are summed within the warp), the states recomputed
 # in sub-tiles of SUB steps in registers. H200, W1 fwd+bwd at L = 1K / 64K: SUB 4: 21.8 / 25.8 ms, SUB 2: 28.0 / 30.5;
 # capping the backward's 240 registers (ptxas -maxnreg 200 / 184 / 168) for more warps per SM: 22.1 / 22.5 / 20.9 ms
@@ -108,7 +109,7 @@ def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx,
     grid = (blocks, nc, b)
     common = dict(
         D_MODEL=d, G=g, N=n, NP=triton.next_power_of_2(n), BD=BD, TT=TT, AHEAD=AHEAD, HAS_D=has_D, **flags,
-        num_warps=max(1, min(8, BD // 32)), **({"maxnreg": FWD_MAXNREG} if FWD_MAXNREG else {}),
+        num_warps=max(1, min(8, BD // 32)), **({"maxnreg": FWD_MAXNREG} if n <= 16 else {}),
     )  # fmt: skip
     if nc == 1:
         start, h0_mode = (initial_state, 1) if initial_state is not None else (final, 0)
