@@ -104,6 +104,7 @@ def _bwd_seq_kernel(
     (zeroed by the caller), else (b, l, d / BD, 2, n) partials; dA_ptr: (b, nc, d, n); dD_ptr, dbias_ptr:
     (b, nc, d); z rows Z_ROW elements apart (z may be a view of xz); du, ddt, dz, dy: (b, l, d).
     """
+    tl.static_assert(BD <= 32, "one warp per program: dB, dC are summed over the warp's lanes")
     pid_d = tl.program_id(0)
     pid_c = tl.program_id(1)
     b64 = tl.program_id(2).to(tl.int64)

@@ -1,7 +1,8 @@
 """Selective scan forward in Triton: the recurrence run step by step, one channel per lane, its n states in registers.
 
 One program owns (batch row, chunk of the sequence, BD channels). The state h (BD, NP) never goes to memory per
-step; every TT steps it is written as a checkpoint when the backward will need it (one (d, n) state per tile).
+step; every TT steps it is written as a checkpoint when the backward will need it (one state per tile, laid out
+(n, d) so that a warp's stores are d-contiguous).
 
 When b * d / BD programs are too few to fill the GPU (batch 1 at 64K tokens), the sequence is cut into chunks:
   1. `_fwd_seq_kernel` with LOCAL: each chunk runs from a zero state; keeps its end state S_c and its decay

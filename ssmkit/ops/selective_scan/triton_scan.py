@@ -31,7 +31,6 @@ FWD_MAXNREG = 128
 # in sub-tiles of SUB steps in registers. H200, W1 fwd+bwd at L = 1K / 64K: SUB 4: 21.8 / 25.8 ms, SUB 2: 28.0 / 30.5;
 # capping the backward's 240 registers (ptxas -maxnreg 200 / 184 / 168) for more warps per SM: 22.1 / 22.5 / 20.9 ms
 # at 1K, 25.9 / 26.3 / 25.3 at 64K, against 21.8 / 25.3 uncapped: left to the compiler.
-# (H200, W1: 32 channels and 4 steps were fastest; 8 or 16 channels per warp 71-91 ms against 53 at 1K)
 BD_BWD = 32
 SUB = 4
 # Chunking. Forward: one pass (no chunks) while b * d / BD_FWD gives at least FWD_UNCHUNKED_PROGRAMS programs, else
