@@ -138,9 +138,19 @@ def check(case: Case, l: int, chunk_size: int, dtype: torch.dtype, device: str, 
     assert_results(f"{dtype} l={l} chunk={chunk_size}", fast, ref, ref64, state_dtype=dtype)
 
 
+@pytest.fixture(params=["staged", "fused"])
+def forward_path(request, monkeypatch):
+    """The forward's two paths: stage kernels over all chunks at once, or the one kernel walking the chunks."""
+    from ssmkit.ops.ssd import triton_fused
+
+    monkeypatch.setattr(triton_fused, "FUSED_MIN_PROGRAMS", 0 if request.param == "fused" else 2**62)
+    return request.param
+
+
 @pytest.fixture
-def interpret(monkeypatch):
-    """Triton's interpreter on CPU, with every buffer the kernels allocate filled with NaN first."""
+def interpret(monkeypatch, forward_path):
+    """Triton's interpreter on CPU, with every buffer the kernels allocate filled with NaN first (each test runs
+    with both forward paths)."""
     if CUDA:
         pytest.skip("a GPU is present: the cuda tests run the compiled kernels")
     empty, empty_like = torch.empty, torch.empty_like
@@ -226,6 +236,7 @@ def test_no_grad_and_no_final_state(interpret):
     ],
 )
 def test_unsupported_sizes_raise(interpret, change, error, message):
+    change = dict(change)  # the parameter's dict is shared by both forward paths' runs
     dtype = change.pop("dtype", torch.float32)
     x = change.pop("x", torch.randn(1, 8, 2, 16))
     b, l, h = x.shape[:3]
@@ -249,14 +260,16 @@ def test_cpu_tensors_without_interpreter_raise(without_interpreter):
         ssd(**args, C=args["B"], backend="triton")
 
 
-# ---- full sizes on the GPU machine
+# ---- full sizes on the GPU machine, each with both forward paths
 
 cuda = pytest.mark.skipif(not CUDA, reason="needs an NVIDIA GPU")
+both_paths = pytest.mark.usefixtures("forward_path")
 BIG = Case(b=2, h=8, p=64, g=2, n=128)
 
 
 @pytest.mark.cuda
 @cuda
+@both_paths
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("l", "chunk_size"), [(1, 256), (7, 64), (63, 64), (257, 256), (1000, 256), (777, 128)])
 def test_cuda_full(dtype, l, chunk_size):
@@ -265,6 +278,7 @@ def test_cuda_full(dtype, l, chunk_size):
 
 @pytest.mark.cuda
 @cuda
+@both_paths
 @pytest.mark.parametrize("case", [Case(b=1, h=4, p=32, g=1, n=16), Case(b=2, h=4, p=128, g=4, n=128, D="head")])
 def test_cuda_sizes(case):
     check(case, 300, 64, torch.bfloat16, "cuda", seed=5)
@@ -272,6 +286,7 @@ def test_cuda_sizes(case):
 
 @pytest.mark.cuda
 @cuda
+@both_paths
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_largest_tiles(dtype):
     # p = 128 with n = 256: the largest tiles (the dx kernel's whole (p, n) d_end tile in shared memory)
@@ -280,6 +295,7 @@ def test_cuda_largest_tiles(dtype):
 
 @pytest.mark.cuda
 @cuda
+@both_paths
 def test_cuda_packed_and_cpu_error():
     l = 700
     seq_idx = torch.zeros(BIG.b, l, dtype=torch.long)

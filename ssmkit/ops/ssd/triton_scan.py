@@ -37,11 +37,38 @@ def _chunk_scan_fwd_kernel(
     nc = Lp // Q
     hi = pid_bch % h
     bi, ci = (pid_bch // h) // nc, (pid_bch // h) % nc
+    rp = pid_p * BP + tl.arange(0, BP)
+    rn = tl.arange(0, BN)
+    # the entering state (p, n), read as its transpose (n, p)
+    S_T = tl.load(
+        enter_ptr + ((bi * nc + ci) * h + hi) * p * n + rp[None, :] * n + rn[:, None],
+        mask=(rn < n)[:, None] & (rp < p)[None, :],
+        other=0.0,
+    )
+    _rows_out(
+        S_T, x_ptr, z_ptr, cb_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, D_ptr, out_ptr, ypre_ptr,
+        bi, ci, hi, pid_m, rp, l, h, p, n, Lp, hg,
+        sx_b, sx_l, sx_h, sx_p, sz_b, sz_l, sz_h, sz_p, sC_b, sC_l, sC_g, sC_n, so_b, so_l, so_h, so_p, sD_h, sD_p,
+        Q, BM, BN, HAS_Z, HAS_D, STORE_YPRE, HAS_SEG, CUM_LO, PREC, UPCAST,
+    )  # fmt: skip
+
+
+@triton.jit
+def _rows_out(
+    S_T, x_ptr, z_ptr, cb_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, D_ptr, out_ptr, ypre_ptr,
+    bi, ci, hi, pid_m, rp, l, h, p, n, Lp, hg,
+    sx_b, sx_l, sx_h, sx_p, sz_b, sz_l, sz_h, sz_p, sC_b, sC_l, sC_g, sC_n, so_b, so_l, so_h, so_p, sD_h, sD_p,
+    Q: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, HAS_Z: tl.constexpr, HAS_D: tl.constexpr,
+    STORE_YPRE: tl.constexpr, HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+):  # fmt: skip
+    """Rows pid_m * BM + [0, BM) of chunk ci, head hi, head-dim columns rp: out (and y before the gate) from the
+    entering state S_T (BN, len(rp)) fp32, the state's transpose."""
+    nc = Lp // Q
     gi = hi // hg
     row = (bi * h + hi) * Lp
     lm = pid_m * BM + tl.arange(0, BM)  # position inside the chunk
     rm = ci * Q + lm
-    rp = pid_p * BP + tl.arange(0, BP)
     rn = tl.arange(0, BN)
     mmask, pmask, nmask = rm < l, rp < p, rn < n
 
@@ -61,13 +88,8 @@ def _chunk_scan_fwd_kernel(
         _, seg_before = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
         e_t = tl.where(seg_t == seg_before, e_t, 0.0)
 
-    # stage 4: the entering state (p, n), read as its transpose (n, p)
-    S = tl.load(
-        enter_ptr + ((bi * nc + ci) * h + hi) * p * n + rp[None, :] * n + rn[:, None],
-        mask=nmask[:, None] & pmask[None, :],
-        other=0.0,
-    )
-    acc = _dot_hilo(Ct, S, PREC, UPCAST) * e_t[:, None]  # (BM, BP)
+    # stage 4: the entering state
+    acc = _dot_hilo(Ct, S_T, PREC, UPCAST) * e_t[:, None]  # (BM, BP)
 
     # stage 1: blocks of s at or below the diagonal
     cb_row = cb_ptr + ((bi * nc + ci) * (h // hg) + gi) * Q * Q + lm[:, None] * Q

@@ -2,7 +2,8 @@
 
 Forward:  triton_cumsum (dt transform, cumulative decay per chunk) -> triton_cb (C_t . B_s per chunk and group,
 kept for the backward) -> triton_state (chunk states in parallel, then the passing; the state entering each
-chunk) -> triton_scan (chunk outputs, D, silu(z)).
+chunk) -> triton_scan (chunk outputs, D, silu(z)). When b * h programs fill the GPU, triton_fused does the last
+two in one kernel that walks the chunks in order (the same arithmetic).
 Backward: silu(z) gate in torch -> triton_state (each chunk's d of its entering state, then the reverse passing:
 d of the state after each chunk, d initial_state) -> triton_bwd (dCB, dx, dB, dC, d dt, d cum) -> triton_cumsum
 backward (d dt through softplus and the limit, dA, d dt_bias).
@@ -23,6 +24,7 @@ import triton
 from .triton_bwd import chunk_bwd
 from .triton_cb import chunk_scores
 from .triton_cumsum import dt_cumsum_bwd, dt_cumsum_fwd
+from .triton_fused import ssd_fused_fwd, use_fused
 from .triton_scan import chunk_scan_fwd
 from .triton_state import state_bwd, state_fwd
 
@@ -78,9 +80,17 @@ class _SSDTriton(torch.autograd.Function):
         dtp, cum, cum_lo = dt_cumsum_fwd(dt, dt_bias, A, dt_softplus, dt_limit, Q, nc, precise)
         segp = _padded_segments(seg, nc * Q)
         cb = chunk_scores(B, C, Q, nc, prec)
-        enter, final = state_fwd(x, B, dtp, cum, cum_lo, segp, initial_state, Q, prec)
         store_ypre = z is not None and ctx.needs_input_grad[6]
-        out, ypre = chunk_scan_fwd(x, z, cb, C, dtp, cum, cum_lo, segp, enter, D, Q, prec, store_ypre)
+        b, _, h, p = x.shape
+        if use_fused(b, h, p, B.shape[-1]):
+            init = initial_state.contiguous() if initial_state is not None else None
+            store_enter = any(ctx.needs_input_grad)
+            out, ypre, enter, final = ssd_fused_fwd(
+                x, z, cb, B, C, dtp, cum, cum_lo, segp, init, D, Q, prec, store_ypre, store_enter
+            )
+        else:
+            enter, final = state_fwd(x, B, dtp, cum, cum_lo, segp, initial_state, Q, prec)
+            out, ypre = chunk_scan_fwd(x, z, cb, C, dtp, cum, cum_lo, segp, enter, D, Q, prec, store_ypre)
         ctx.save_for_backward(x, dt, A, B, C, D, z, dt_bias, dtp, cum, cum_lo, segp, cb, enter, ypre)
         ctx.config = (dt_softplus, dt_limit, Q, prec, initial_state is not None)
         ctx.set_materialize_grads(False)

@@ -1,0 +1,119 @@
+"""SSD Triton forward in one kernel: each program walks its chunks in order, the state in registers.
+
+One program per (batch, head, block of the head dim). For each chunk k in order:
+    out of chunk k's rows from the entering state S (triton_scan's `_rows_out`, block by block of BM rows);
+    S <- exp(cum_last) S + sum_s exp(cum_last - cum_s) dt_s x_s B_s^T      (triton_state's `_chunk_state_acc`)
+so the chunk states are never written and read back, and the passing between chunks costs no pass over memory
+(the three-kernel path writes each chunk's state, passes over them in place and reads them again: at W2's size
+1 GiB of fp32 states, 0.74 + 0.32 ms of its 3.1 ms forward on the H200). The state entering each chunk is still
+written when the backward needs it (STORE_ENTER). The arithmetic, the roundings and the packed-sequence rules are
+the three-kernel path's (same helpers), so both give the same results up to the order of fp32 sums.
+
+Parallelism is b * h * (p / BP) programs, each serial over the chunks: worth it only when those fill the GPU
+(`use_fused`), else the three-kernel path (which runs all chunks in parallel) takes the call.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .triton_scan import _rows_out
+from .triton_state import _chunk_state_acc, _decay_across, upcast_dots
+
+
+@triton.jit
+def _ssd_fused_fwd_kernel(
+    x_ptr, z_ptr, cb_ptr, B_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, init_ptr, D_ptr,
+    out_ptr, ypre_ptr, enter_ptr, final_ptr,
+    l, h, p, n, Lp, hg,
+    sx_b, sx_l, sx_h, sx_p, sz_b, sz_l, sz_h, sz_p, sB_b, sB_l, sB_g, sB_n, sC_b, sC_l, sC_g, sC_n,
+    so_b, so_l, so_h, so_p, sD_h, sD_p,
+    Q: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    HAS_Z: tl.constexpr, HAS_D: tl.constexpr, STORE_YPRE: tl.constexpr, HAS_SEG: tl.constexpr,
+    CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, HAS_INIT: tl.constexpr,
+    STORE_ENTER: tl.constexpr,
+):  # fmt: skip
+    pid_bh, pid_p = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    bi, hi = pid_bh // h, pid_bh % h
+    nc = Lp // Q
+    rp = pid_p * BP + tl.arange(0, BP)
+    rn = tl.arange(0, BN)
+    pn_mask = (rp < p)[:, None] & (rn < n)[None, :]
+    at = rp[:, None] * n + rn[None, :]  # (BP, BN) within one (p, n) state
+    if HAS_INIT:
+        S = tl.load(init_ptr + pid_bh * p * n + at, mask=pn_mask, other=0.0)
+    else:
+        S = tl.zeros((BP, BN), dtype=tl.float32)
+    row = pid_bh * Lp
+    for ci in range(0, nc):
+        if STORE_ENTER:
+            tl.store(enter_ptr + ((bi * nc + ci) * h + hi) * p * n + at, S, mask=pn_mask)
+        S_T = tl.trans(S)  # (BN, BP)
+        for mb in range(0, Q // BM):
+            _rows_out(
+                S_T, x_ptr, z_ptr, cb_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, D_ptr, out_ptr, ypre_ptr,
+                bi, ci, hi, mb, rp, l, h, p, n, Lp, hg,
+                sx_b, sx_l, sx_h, sx_p, sz_b, sz_l, sz_h, sz_p, sC_b, sC_l, sC_g, sC_n, so_b, so_l, so_h, so_p,
+                sD_h, sD_p, Q, BM, BN, HAS_Z, HAS_D, STORE_YPRE, HAS_SEG, CUM_LO, PREC, UPCAST,
+            )  # fmt: skip
+        S = S * _decay_across(cum_ptr, seg_ptr, row, bi, ci, Lp, Q, HAS_SEG)
+        S = _chunk_state_acc(
+            S, x_ptr, B_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, bi, ci, hi, rp, rn, l, h, p, n, Lp, hg,
+            sx_b, sx_l, sx_h, sx_p, sB_b, sB_l, sB_g, sB_n, Q, BK, True, HAS_SEG, CUM_LO, PREC, UPCAST,
+        )  # fmt: skip
+    tl.store(final_ptr + pid_bh * p * n + at, S, mask=pn_mask)
+
+
+# settable by benchmarks and tests: the fused kernel takes a call from this many programs on (b * h * p-blocks);
+# 0 sends every call to it, a huge number none. H200, W2 forward (h 64, p 64, n 128): 2.62 ms at 256-4,096 programs
+# (L 16K-1K) against 3.08-3.18 staged; 8.94 at 64 programs (L 64K, b 1) against 3.08 staged.
+FUSED_MIN_PROGRAMS = 256
+BLOCK_M = 64  # rows per output block
+LAUNCH = {"num_warps": 4, "num_stages": 1}  # H200, W2: 8 warps 5.0 ms against 2.6
+
+
+def _block_p(p: int, n: int) -> tuple[int, int]:
+    """(BP, BN): the state tile (BP, BN) fp32 lives in registers, so BP * BN is kept at most 8,192 (BP >= 16)."""
+    BN = max(16, triton.next_power_of_2(n))
+    BP = max(16, min(64, triton.next_power_of_2(p), 8192 // BN))
+    return BP, BN
+
+
+def use_fused(b: int, h: int, p: int, n: int) -> bool:
+    """Whether the one-kernel forward takes this call: b * h * p-blocks programs fill the GPU."""
+    BP, _ = _block_p(p, n)
+    return b * h * triton.cdiv(p, BP) >= FUSED_MIN_PROGRAMS
+
+
+def ssd_fused_fwd(x, z, cb, B, C, dtp, cum, cum_lo, segp, initial_state, D, Q, prec, store_ypre, store_enter):
+    """-> out (b, l, h, p) in x's dtype, y before the gate (fp32) or None, the state entering each chunk
+    (b, nc, h, p, n) fp32 or None (store_enter), the final state (b, h, p, n) fp32."""
+    b, l, h, p = x.shape
+    g, n = C.shape[-2:]
+    Lp = dtp.shape[-1]
+    nc = Lp // Q
+    dev = x.device
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    ypre = torch.empty_like(out, dtype=torch.float32) if store_ypre else None
+    enter = torch.empty(b, nc, h, p, n, device=dev, dtype=torch.float32) if store_enter else None
+    final = torch.empty(b, h, p, n, device=dev, dtype=torch.float32)
+    BP, BN = _block_p(p, n)
+    zz = z if z is not None else x
+    if D is None:
+        Dp, sD = x, (0, 0)
+    else:
+        Dp, sD = D, ((D.stride(0), 0) if D.dim() == 1 else tuple(D.stride()))
+    _ssd_fused_fwd_kernel[(b * h, triton.cdiv(p, BP))](
+        x, zz, cb, B, C, dtp, cum, cum_lo if cum_lo is not None else cum, segp if segp is not None else dtp,
+        initial_state if initial_state is not None else final, Dp,
+        out, ypre if ypre is not None else out, enter if enter is not None else final, final,
+        l, h, p, n, Lp, h // g,
+        *x.stride(), *zz.stride(), *B.stride(), *C.stride(), *out.stride(), *sD,
+        Q=Q, BM=min(BLOCK_M, Q), BK=min(64, Q), BP=BP, BN=BN, HAS_Z=z is not None, HAS_D=D is not None,
+        STORE_YPRE=store_ypre, HAS_SEG=segp is not None, CUM_LO=cum_lo is not None, PREC=prec,
+        UPCAST=upcast_dots(x.dtype), HAS_INIT=initial_state is not None, STORE_ENTER=store_enter,
+        **LAUNCH,
+    )  # fmt: skip
+    return out, ypre, enter, final
