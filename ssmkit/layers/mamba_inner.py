@@ -16,10 +16,10 @@ Memory (per token; D = d_model, E = d_inner = 2 D, R = dt_rank, N = d_state, s =
 - mamba_ssm's mamba_inner_fn (checkpoint_lvl 1, its default): u, xz, x_proj's output (R + 2 N), contiguous copies of
   B and C (2 N), the scan output (E), (D + 3 E + R + 4 N) s, plus fp32 scan intermediates E 2N 4 / 2048:
   d_model 2048 (R 128, N 16), bf16: 29,312 B/token.
-- unfused, Triton scan: u (D), a contiguous copy of xi (E, the conv's input), the conv output (E, x_proj's and the
-  scan's input), x_proj's output (R + 2 N), dt (E), contiguous copies of B, C (2 N) and z (E), the scan output (E,
-  out_proj's input): (D + 5 E + R + 4 N) s, plus the scan's fp32 state checkpoints, one (E, N) state per 16 tokens
-  (E N / 4 bytes): d_model 2048, bf16: 61,824 B/token; d_model 64, fp32: 3,600 B/token (measured, Triton
+- unfused, Triton scan: u (D), xz (2 E: the conv's input and the scan's z read it in place), the conv output (E,
+  x_proj's and the scan's input), x_proj's output (R + 2 N), dt (E), contiguous copies of B, C (2 N), the scan
+  output (E, out_proj's input): (D + 5 E + R + 4 N) s, plus the scan's fp32 state checkpoints, one (E, N) state
+  per 16 tokens (E N / 4 bytes): d_model 2048, bf16: 61,824 B/token; d_model 64, fp32: 3,600 B/token (measured, Triton
   interpreter). The torch scan (CPU) keeps (E, N) fp32 states per step under autograd: d_model 64, fp32:
   39,902 B/token measured at L 256 (tests/layers/test_mamba_inner.py counts both paths).
 
@@ -128,8 +128,6 @@ def mamba_branch(
     conv_weight: (E, w); x_proj_weight: (R + 2N, E); dt_proj_weight: (E, R); dt_bias, D: (E,); A_log: (E, N).
     """
     xi, z = xz.chunk(2, dim=-1)  # (b, l, E) each
-    # z copied: the Triton scan would keep a view of all of xz for backward where a copy of z is half that
-    z = z.contiguous()
     xc, conv_final = conv_branch(xi, conv_weight, conv_bias, conv_state=conv_state, seq_idx=seq_idx, backend=backend)
     y, ssm_final = ssm_branch(
         xc, z, x_proj_weight, dt_proj_weight, dt_bias, A_log, D, ssm_state=ssm_state, seq_idx=seq_idx, backend=backend

@@ -229,6 +229,31 @@ def test_no_grad_and_non_contiguous_inputs(kernels):
 
 
 @pytest.mark.triton_interpret
+@pytest.mark.parametrize("w", (2, 4))
+def test_strided_rows_read_in_place(w, kernels):
+    # x as a slice of a wider projection (Mamba's xz[..., :d], Mamba-2's xBC): the kernels read it with its row
+    # stride; values and gradients equal those from a contiguous copy, bit for bit (the same arithmetic)
+    b, l, d = 2, 23, 6
+    inputs = make_inputs(b, l, d, w, bias=True, state=True, seed=12)
+    wide = torch.randn(b, l, 2 * d + 3, generator=torch.Generator().manual_seed(5))
+    wide[..., 1 : d + 1] = inputs["x"].float()
+    seq_idx = packed([[9, 14], [23]])
+    args = dict(bias=inputs["bias"].float(), activation="silu", initial_state=inputs["initial_state"].float())
+    seeds = [torch.randn(b, l, d), torch.randn(b, d, w - 1)]
+    got = []
+    for strided in (True, False):
+        leaf = wide.clone().requires_grad_()
+        x = leaf[..., 1 : d + 1] if strided else leaf[..., 1 : d + 1].contiguous()
+        assert x.is_contiguous() != strided
+        weight = inputs["weight"].float().requires_grad_()
+        y, final = causal_conv1d(x, weight, **args, return_final_state=True, seq_idx=seq_idx, backend="triton")
+        dleaf, dweight = torch.autograd.grad((y, final), (leaf, weight), seeds)
+        got.append((y, final, dleaf, dweight))
+    for name, a, c in zip(("y", "final_state", "dx", "dweight"), *got):
+        assert torch.equal(a, c), name
+
+
+@pytest.mark.triton_interpret
 def test_dispatch_and_clear_errors(kernels):
     inputs = {k: v.float() for k, v in make_inputs(1, 5, 4, 4, seed=2).items()}
     assert _backend.resolve_backend("causal_conv1d", "auto", torch.device(DEVICE)) == (

@@ -86,12 +86,13 @@ def _silu_and_grad(z):
 @triton.jit
 def _load_rows(
     x_ptr, h0_ptr, b64, rows, lo, ok, offs_d, mask_d, L,
-    D: tl.constexpr, W: tl.constexpr, HAS_H0: tl.constexpr,
+    D: tl.constexpr, SX: tl.constexpr, W: tl.constexpr, HAS_H0: tl.constexpr,
 ):  # fmt: skip
-    """x at time `rows` (R,) as (R, BD) fp32, zero where ~ok. rows < 0 read the initial state, here (b, W-1, d), at
-    row rows + W-1 (zeros without one), rows >= L read zeros. lo <= min(rows) (a scalar) skips the state when >= 0."""
+    """x (rows SX elements apart) at time `rows` (R,) as (R, BD) fp32, zero where ~ok. rows < 0 read the initial
+    state, here (b, W-1, d), at row rows + W-1 (zeros without one), rows >= L read zeros. lo <= min(rows) (a scalar)
+    skips the state when >= 0."""
     in_x = ok & (rows >= 0) & (rows < L)
-    ptr = x_ptr + (b64 * L + rows)[:, None] * D + offs_d[None, :]  # (R, BD)
+    ptr = x_ptr + (b64 * L + rows)[:, None] * SX + offs_d[None, :]  # (R, BD)
     v = tl.load(ptr, mask=in_x[:, None] & mask_d[None, :], other=0.0).to(tl.float32)
     if HAS_H0:  # noqa: SIM102 (a constexpr and a run-time condition do not combine in Triton)
         if lo < 0:
@@ -110,11 +111,11 @@ def _and(mask, cond):
 @triton.jit
 def _load_row(
     x_ptr, h0_ptr, b64, t, offs_d, mask_d, L,
-    D: tl.constexpr, W: tl.constexpr, HAS_H0: tl.constexpr,
+    D: tl.constexpr, SX: tl.constexpr, W: tl.constexpr, HAS_H0: tl.constexpr,
 ):  # fmt: skip
-    """x at time t (a scalar) as (BD,) fp32: t < 0 reads the initial state (b, W-1, d) at row t + W-1 (zeros without
-    one), t >= L reads zeros."""
-    v = tl.load(x_ptr + (b64 * L + t) * D + offs_d, mask=_and(mask_d, (t >= 0) & (t < L)), other=0.0).to(tl.float32)
+    """x (rows SX elements apart) at time t (a scalar) as (BD,) fp32: t < 0 reads the initial state (b, W-1, d) at
+    row t + W-1 (zeros without one), t >= L reads zeros."""
+    v = tl.load(x_ptr + (b64 * L + t) * SX + offs_d, mask=_and(mask_d, (t >= 0) & (t < L)), other=0.0).to(tl.float32)
     if HAS_H0:  # noqa: SIM102 (a constexpr and a run-time condition do not combine in Triton)
         if t < 0:
             hptr = h0_ptr + (b64 * (W - 1) + t + (W - 1)) * D + offs_d
@@ -123,8 +124,8 @@ def _load_row(
 
 
 @triton.jit
-def _taps_and_window(x_ptr, w_ptr, h0_ptr, b64, t0, offs_d, mask_d, L, D: tl.constexpr, W: tl.constexpr,
-                     HAS_H0: tl.constexpr):  # fmt: skip
+def _taps_and_window(x_ptr, w_ptr, h0_ptr, b64, t0, offs_d, mask_d, L, D: tl.constexpr, SX: tl.constexpr,
+                     W: tl.constexpr, HAS_H0: tl.constexpr):  # fmt: skip
     """(taps, win) for a walk from t0: taps[j] (BD,) multiplies x_{t-j} (weight[:, W-1-j]), win[j-1] = x_{t0-j},
     j = 1..W-1 (tuples: no starred ones in Triton's jit, hence the noqa)."""
     taps = ()
@@ -133,16 +134,17 @@ def _taps_and_window(x_ptr, w_ptr, h0_ptr, b64, t0, offs_d, mask_d, L, D: tl.con
         taps = taps + (wj,)  # noqa: RUF005
     win = ()
     for j in tl.static_range(1, W):
-        win = win + (_load_row(x_ptr, h0_ptr, b64, t0 - j, offs_d, mask_d, L, D, W, HAS_H0),)  # noqa: RUF005
+        win = win + (_load_row(x_ptr, h0_ptr, b64, t0 - j, offs_d, mask_d, L, D, SX, W, HAS_H0),)  # noqa: RUF005
     return taps, win
 
 
 @triton.jit
-def _load_group(x_ptr, b64, t, t_end, offs_d, mask_d, L, D: tl.constexpr, ROWS: tl.constexpr):
-    """x (or dy) at times t .. t+ROWS-1 (t >= 0), zeros from t_end on: a tuple of ROWS (BD,) fp32 rows."""
+def _load_group(x_ptr, b64, t, t_end, offs_d, mask_d, L, ROW: tl.constexpr, ROWS: tl.constexpr):
+    """x (or dy), rows ROW elements apart, at times t .. t+ROWS-1 (t >= 0), zeros from t_end on: a tuple of ROWS
+    (BD,) fp32 rows."""
     rows = ()
     for u in tl.static_range(ROWS):
-        ptr = x_ptr + (b64 * L + t + u) * D + offs_d
+        ptr = x_ptr + (b64 * L + t + u) * ROW + offs_d
         row = tl.load(ptr, mask=_and(mask_d, t + u < t_end), other=0.0)
         rows = rows + (row.to(tl.float32),)  # noqa: RUF005 (Triton's jit takes no starred tuples)
     return rows
@@ -151,24 +153,24 @@ def _load_group(x_ptr, b64, t, t_end, offs_d, mask_d, L, D: tl.constexpr, ROWS: 
 @triton.jit
 def _fwd_kernel(
     x_ptr, w_ptr, bias_ptr, h0_ptr, reach_ptr, y_ptr, final_ptr, L,
-    D: tl.constexpr, W: tl.constexpr, WS: tl.constexpr, SPAN: tl.constexpr, ROWS: tl.constexpr,
+    D: tl.constexpr, SX: tl.constexpr, W: tl.constexpr, WS: tl.constexpr, SPAN: tl.constexpr, ROWS: tl.constexpr,
     BLOCK_D: tl.constexpr, HAS_H0: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr,
     STORE_FINAL: tl.constexpr, STAGES: tl.constexpr,
 ):  # fmt: skip
     """y (b, l, d) for SPAN steps of BLOCK_D channels, ROWS rows a step; the last span of a row also writes
-    final_state, as (b, W-1, d), when STORE_FINAL."""
+    final_state, as (b, W-1, d), when STORE_FINAL. x's rows are SX elements apart."""
     pid_s = tl.program_id(0)
     b64 = tl.program_id(2).to(tl.int64)
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
     mask_d = offs_d < D
     t0 = pid_s * SPAN
     t_end = tl.minimum(t0 + SPAN, L)
-    taps, win = _taps_and_window(x_ptr, w_ptr, h0_ptr, b64, t0, offs_d, mask_d, L, D, W, HAS_H0)
+    taps, win = _taps_and_window(x_ptr, w_ptr, h0_ptr, b64, t0, offs_d, mask_d, L, D, SX, W, HAS_H0)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
     # the compiler pipelines the group loads: STAGES-1 groups ahead through shared memory (cp.async)
     for tt in tl.range(t0, t_end, ROWS, num_stages=STAGES):
-        cur = _load_group(x_ptr, b64, tt, t_end, offs_d, mask_d, L, D, ROWS)
+        cur = _load_group(x_ptr, b64, tt, t_end, offs_d, mask_d, L, SX, ROWS)
         for u in tl.static_range(ROWS):
             t = tt + u
             xt = cur[u]
@@ -195,7 +197,7 @@ def _fwd_kernel(
             if HAS_SEQ:
                 keep = keep & (W - 2 - jf <= tl.load(reach_ptr + b64 * L + L - 1))
             lo = L - (W - 1)
-            v = _load_rows(x_ptr, h0_ptr, b64, lo + jf, lo, keep, offs_d, mask_d, L, D, W, HAS_H0)  # (WS, BD)
+            v = _load_rows(x_ptr, h0_ptr, b64, lo + jf, lo, keep, offs_d, mask_d, L, D, SX, W, HAS_H0)  # (WS, BD)
             offs_f = (b64 * (W - 1) + jf)[:, None] * D + offs_d[None, :]  # (WS, BD)
             _store(final_ptr, offs_f, v, (jf < W - 1)[:, None] & mask_d[None, :])
 
@@ -203,14 +205,16 @@ def _fwd_kernel(
 @triton.jit
 def _bwd_kernel(
     x_ptr, w_ptr, bias_ptr, h0_ptr, reach_ptr, dy_ptr, dfinal_ptr, dx_ptr, dh0_ptr, dw_ptr, db_ptr, L,
-    D: tl.constexpr, W: tl.constexpr, SPAN: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
+    D: tl.constexpr, SX: tl.constexpr, W: tl.constexpr, SPAN: tl.constexpr, ROWS: tl.constexpr,
+    BLOCK_D: tl.constexpr,
     HAS_H0: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr,
     HAS_DFINAL: tl.constexpr, STORE_DX: tl.constexpr, STORE_DH0: tl.constexpr, STORE_DW: tl.constexpr,
     STORE_DB: tl.constexpr, STAGES: tl.constexpr,
 ):  # fmt: skip
     """dx (b, l, d) at the SPAN input positions of a span, BLOCK_D channels, walking the outputs t from the span's
     start to W-2 past its end, ROWS rows a step; the first span also writes dh0 (b, W-1, d), the positions -(W-1)
-    .. -1. Partials over the span's own outputs: dw (b, n_spans, W, d) by lag j, db (b, n_spans, d)."""
+    .. -1. Partials over the span's own outputs: dw (b, n_spans, W, d) by lag j, db (b, n_spans, d). x's rows are SX
+    elements apart (dy, dx: contiguous)."""
     pid_s = tl.program_id(0)
     b64 = tl.program_id(2).to(tl.int64)
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BD,)
@@ -218,7 +222,7 @@ def _bwd_kernel(
     t0 = pid_s * SPAN
     t_end = tl.minimum(t0 + SPAN, L)  # the span's own outputs (dw, db) and inputs (dx)
     t_stop = tl.minimum(t_end + (W - 1), L)  # rows read: the span and the lookahead its last inputs reach
-    taps, win = _taps_and_window(x_ptr, w_ptr, h0_ptr, b64, t0, offs_d, mask_d, L, D, W, HAS_H0)
+    taps, win = _taps_and_window(x_ptr, w_ptr, h0_ptr, b64, t0, offs_d, mask_d, L, D, SX, W, HAS_H0)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
     zero = tl.zeros((BLOCK_D,), dtype=tl.float32)
@@ -233,7 +237,7 @@ def _bwd_kernel(
         reach_last = tl.load(reach_ptr + b64 * L + L - 1)
     # the compiler pipelines the group loads (x and dy): STAGES-1 groups ahead through shared memory
     for tt in tl.range(t0, t_end + (W - 1), ROWS, num_stages=STAGES):
-        xs = _load_group(x_ptr, b64, tt, t_stop, offs_d, mask_d, L, D, ROWS)
+        xs = _load_group(x_ptr, b64, tt, t_stop, offs_d, mask_d, L, SX, ROWS)
         dys = _load_group(dy_ptr, b64, tt, t_stop, offs_d, mask_d, L, D, ROWS)  # zero from L on: g_t = 0 there
         for u in tl.static_range(ROWS):
             t = tt + u
@@ -326,7 +330,8 @@ def conv_fwd(x, weight, bias, initial_state, reach, activation, store_final):
     _fwd_kernel[grid](
         x, weight, x if bias is None else bias, initial_state if has_h0 else x, x if reach is None else reach,
         y, final if store_final and w > 1 else y, l,
-        D=d, WS=triton.next_power_of_2(max(w - 1, 1)), SPAN=SPAN, ROWS=ROWS, BLOCK_D=BLOCK_D, HAS_H0=has_h0,
+        D=d, SX=x.stride(1), WS=triton.next_power_of_2(max(w - 1, 1)), SPAN=SPAN, ROWS=ROWS, BLOCK_D=BLOCK_D,
+        HAS_H0=has_h0,
         STORE_FINAL=store_final and w > 1, STAGES=STAGES, **flags, num_warps=NUM_WARPS,
     )  # fmt: skip
     return y, final
@@ -355,7 +360,7 @@ def conv_bwd(x, weight, bias, initial_state, reach, activation, dy, dfinal, need
     h0_p, dfinal_p = initial_state if has_h0 else x, dfinal if has_dfinal else x
     _bwd_kernel[(n_spans, triton.cdiv(d, BLOCK_D_BWD), b)](
         x, weight, bias_p, h0_p, reach_p, dy, dfinal_p, dx_p, dh0_p, dw_p, db_p, l,
-        D=d, SPAN=SPAN_BWD, ROWS=ROWS_BWD, BLOCK_D=BLOCK_D_BWD, HAS_H0=has_h0, HAS_DFINAL=has_dfinal,
+        D=d, SX=x.stride(1), SPAN=SPAN_BWD, ROWS=ROWS_BWD, BLOCK_D=BLOCK_D_BWD, HAS_H0=has_h0, HAS_DFINAL=has_dfinal,
         STORE_DX=need_dx, STORE_DH0=need_dh0, STORE_DW=need_dw, STORE_DB=need_db, STAGES=STAGES_BWD, **flags,
         num_warps=NUM_WARPS_BWD,
     )  # fmt: skip
@@ -390,11 +395,17 @@ def _contiguous(t):
     return None if t is None else t.contiguous()
 
 
+def _rows(x):
+    """x as it is when its rows are evenly spaced with contiguous channels (xz[..., :d] or Mamba-2's xBC slice of
+    in_proj's output is read in place: the kernels take x's row stride), else a contiguous copy."""
+    return x if x.stride(2) == 1 and x.stride(0) == x.shape[1] * x.stride(1) else x.contiguous()
+
+
 def causal_conv1d_triton(x, weight, bias, activation, initial_state, return_final_state, seq_idx):
     """Same arguments and results as `causal_conv1d_ref`."""
     reach = None if seq_idx is None else reach_of(seq_idx, weight.shape[1])
     h0 = None if initial_state is None else initial_state.transpose(1, 2)  # (b, w-1, d)
-    args = [_contiguous(t) for t in (x, weight, bias, h0)]
+    args = [_rows(x)] + [_contiguous(t) for t in (weight, bias, h0)]
     out = _CausalConv1dFn.apply(*args, reach, activation, bool(return_final_state))
     if not return_final_state:
         return out
