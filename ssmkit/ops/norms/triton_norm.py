@@ -27,10 +27,12 @@ MAX_BLOCK_W = 8192  # widest group held in registers at once (channels, a power 
 COL_BLOCK = 2048  # column block for wider groups
 FWD_TILE = 4096  # elements per forward program: BR = FWD_TILE / next_pow2(W) rows
 # backward: elements per iteration and programs (over rows and groups) at most, the dw partials being (programs, d)
-# fp32. H200, W6's gated norm backward (65,536 rows of one 4,096-wide group, z): 1.06 ms at 8,192 and 4,096 against
-# 1.25 at 2,048 and 1,024 (2,048-8,192 programs at 2,048: 1.26-1.31; 16,384 at 4,096: 1.42)
+# fp32, at most BWD_PARTIALS elements of them (64 MiB). H200, W6's gated norm backward (65,536 rows of one 4,096-wide
+# group, z): 1.06 ms at 8,192 and 4,096 against 1.25 at 2,048 and 1,024 (2,048-8,192 programs at 2,048: 1.26-1.31;
+# 16,384 at 4,096: 1.42)
 BWD_TILE = 8192
 BWD_PROGRAMS = 4096
+BWD_PARTIALS = 1 << 24
 
 
 def _empty(*shape, dtype, device):
@@ -265,7 +267,7 @@ class _GatedRMSNorm(torch.autograd.Function):
         zz = z2 if z2 is not None else x2
         BR, BW, single = _blocks(W, M, BWD_TILE)
         row_blocks = triton.cdiv(M, BR)
-        programs = max(1, min(row_blocks, BWD_PROGRAMS // G))
+        programs = max(1, min(row_blocks, BWD_PROGRAMS // G, BWD_PARTIALS // d))
         rows_per_program = triton.cdiv(row_blocks, programs) * BR
         programs = triton.cdiv(M, rows_per_program)
         compute_dw = w is not None and ctx.needs_input_grad[2]
