@@ -25,7 +25,7 @@ import triton.language as tl
 
 from .._triton_math import exp_fast
 from .triton_cb import _pair
-from .triton_state import _chunk_segments, _dot, _dot32, _dot_hilo, _round_to, upcast_dots
+from .triton_state import _chunk_segments, _dot, _dot32, _dot_hilo, _round_to, d_operand, upcast_dots
 
 # launch settings, settable by benchmarks: rows per program, and num_warps / num_stages per kernel (empty:
 # Triton's defaults)
@@ -324,10 +324,7 @@ def chunk_bwd(x, B, C, dy, dtp, cum, cum_lo, segp, cb, enter, dend, D, Q, prec):
     dx = torch.empty_like(x, memory_format=torch.contiguous_format)
     ddt, wterm = torch.empty_like(dtp), torch.empty_like(dtp)
     dD = torch.empty(b * nc * (Q // BS), h, BP, device=x.device, dtype=torch.float32) if D is not None else None
-    if D is None:
-        Dp, sD = x, (0, 0)
-    else:
-        Dp, sD = D, ((D.stride(0), 0) if D.dim() == 1 else tuple(D.stride()))
+    Dp, sD = d_operand(D, x)
     _bwd_dx_kernel[(b * nc * h, Q // BS)](
         x, B, dy, dtp, cum, cum_lo_, seg_, cb, dend, Dp, dx, ddt, wterm, dD if dD is not None else ddt,
         l, h, p, n, Lp, h // g,

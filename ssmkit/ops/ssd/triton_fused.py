@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from .triton_scan import _rows_out
-from .triton_state import _chunk_state_acc, _decay_across, upcast_dots
+from .triton_state import _chunk_state_acc, _decay_across, d_operand, upcast_dots
 
 
 @triton.jit
@@ -102,10 +102,7 @@ def ssd_fused_fwd(x, z, cb, B, C, dtp, cum, cum_lo, segp, initial_state, D, Q, p
     final = torch.empty(b, h, p, n, device=dev, dtype=torch.float32)
     BP, BN = _block_p(p, n)
     zz = z if z is not None else x
-    if D is None:
-        Dp, sD = x, (0, 0)
-    else:
-        Dp, sD = D, ((D.stride(0), 0) if D.dim() == 1 else tuple(D.stride()))
+    Dp, sD = d_operand(D, x)
     _ssd_fused_fwd_kernel[(b * h, triton.cdiv(p, BP))](
         x, zz, cb, B, C, dtp, cum, cum_lo if cum_lo is not None else cum, segp if segp is not None else dtp,
         initial_state if initial_state is not None else final, Dp,

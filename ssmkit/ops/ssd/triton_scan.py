@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from .._triton_math import exp_fast, sigmoid_fast
-from .triton_state import _chunk_segments, _dot_hilo, _round_to, upcast_dots
+from .triton_state import _chunk_segments, _dot_hilo, _round_to, d_operand, upcast_dots
 
 
 @triton.jit
@@ -146,10 +146,7 @@ def chunk_scan_fwd(x, z, cb, C, dtp, cum, cum_lo, segp, enter, D, Q, prec, store
     BP = max(16, min(64, triton.next_power_of_2(p)))
     BN = max(16, triton.next_power_of_2(n))
     zz = z if z is not None else x
-    if D is None:
-        Dp, sD = x, (0, 0)
-    else:
-        Dp, sD = D, ((D.stride(0), 0) if D.dim() == 1 else tuple(D.stride()))
+    Dp, sD = d_operand(D, x)
     grid = (b * nc * h, Q // BM, triton.cdiv(p, BP))
     _chunk_scan_fwd_kernel[grid](
         x, zz, cb, C, dtp, cum, cum_lo if cum_lo is not None else cum, segp if segp is not None else dtp, enter,

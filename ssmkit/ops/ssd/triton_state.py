@@ -82,6 +82,14 @@ def upcast_dots(dtype: torch.dtype) -> bool:
     return dtype != torch.float32 and os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def d_operand(D: torch.Tensor | None, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """D (h,) or (h, p) as the kernels read it: (pointer, (head stride, column stride)); x stands in when D is
+    absent (never read: HAS_D is off)."""
+    if D is None:
+        return x, (0, 0)
+    return D, ((D.stride(0), 0) if D.dim() == 1 else tuple(D.stride()))
+
+
 @triton.jit
 def _chunk_segments(seg_ptr, bi, ci, Lp, Q: tl.constexpr):
     """(segment of the chunk's last token, segment of the token before the chunk; 0 before the first)."""
