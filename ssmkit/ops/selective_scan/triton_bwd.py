@@ -7,7 +7,10 @@ forward's checkpoints (one entering state per tile of TT steps):
   1. from the tile's checkpoint, TT - SUB steps forward, each SUB-step sub-tile's entering state written to a
      small per-program scratch buffer (it stays in L1/L2: registers are the scarce resource here),
   2. sub-tiles last to first: SUB states recomputed into registers, then SUB steps backwards.
-So a state is never written per step, and each element costs 1.75 + 1 exps (TT = 16, SUB = 4).
+So a state is never written per step, and each element costs 1.75 exps (TT = 16, SUB = 4; the backward steps reuse
+the sub-tile's decays, still in registers). Each sub-tile's loads from memory (u, dt, z, dy) are issued together
+at its start, before its first store: the compiler does not move a load ahead of a store it cannot tell apart from
+it, and one load round trip per step (two warps per scheduler at 255 registers) was most of the time.
 
 Per step t (everything per thread except dB, dC, which sum over the warp's channels):
   G_t = carry + C_t dys_t,  Abar_t = exp(Delta_t A),  gd = G_t Abar_t h_{t-1}  (= dL/dAbar_t * Abar_t)
@@ -159,45 +162,67 @@ def _bwd_seq_kernel(
         o_tile = (b64 * L + t0) * D_MODEL + offs_d  # (BD,) step t0 in (b, l, d)
         pdu, pddt, pdz = du_ptr + o_tile, ddt_ptr + o_tile, dz_ptr + o_tile
         h = tl.load(ckpt_ptr + (b64 * n_tiles + t0 // TT) * N * D_MODEL + offs_ck, mask=mask_dn, other=0.0)
-        # 1. entering states of the sub-tiles (loops left rolled where no register slot is indexed: small code)
-        for k in range(0, K):
-            tl.store(scratch_ptr + offs_scr + k * NP * BD, h)
-            if k < K - 1:
-                for j in range(0, SUB):
-                    s = k * SUB + j
-                    uu, _raw, dd, Bt, _Ct, _zz, dA = _step_decay(
-                        pu, pdt, pz, pB, pC, s, seq_ptr, bias, A2, b64, t0 + s, t_stop, L, offs_n, mask_n, zeros_d,
-                        D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, False,
-                    )  # fmt: skip
-                    h = dA * h + Bt * (dd * uu)[:, None]
+        # 1. entering states of the sub-tiles. Within a sub-tile the steps are unrolled, so their loads can all be
+        # issued at its start: a store may alias them as far as the compiler knows, and none comes between them.
+        tl.store(scratch_ptr + offs_scr, h)
+        for k in range(0, K - 1):
+            for j in tl.static_range(SUB):
+                uu, _raw, dd, Bt, dA = _step_decay(
+                    pu, pdt, pB, k * SUB + j, seq_ptr, bias, A2, b64, t0 + k * SUB + j, t_stop, L, offs_n, mask_n,
+                    zeros_d, D_MODEL, G, N, HAS_BIAS, SOFTPLUS, HAS_SEQ,
+                )  # fmt: skip
+                h = dA * h + Bt * (dd * uu)[:, None]
+            tl.store(scratch_ptr + offs_scr + (k + 1) * NP * BD, h)
         # 2. sub-tiles last to first
         for kk in range(0, K):
             s0 = (K - 1 - kk) * SUB  # the sub-tile's first step, from t0
             slot = offs_scr + (K - 1 - kk) * NP * BD
             h = tl.load(scratch_ptr + slot)
-            hs = ()  # the sub-tile's SUB states, in registers (static indices)
+            # the sub-tile's SUB states, and each step's per-channel inputs, in registers (static indices): the
+            # loads from memory of the whole sub-tile come before its first store, and are issued together
+            hs = ()
+            u_sub = ()
+            raw_sub = ()
+            dd_sub = ()
+            z_sub = ()
+            dy_sub = ()
             for j in tl.static_range(SUB):
-                uu, _raw, dd, Bt, _Ct, _zz, dA = _step_decay(
-                    pu, pdt, pz, pB, pC, s0 + j, seq_ptr, bias, A2, b64, t0 + s0 + j, t_stop, L, offs_n, mask_n,
-                    zeros_d, D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, False,
+                ok_j = (zeros_d + t0 + s0 + j) < t_stop
+                uu, raw, dd, Bt, dA = _step_decay(
+                    pu, pdt, pB, s0 + j, seq_ptr, bias, A2, b64, t0 + s0 + j, t_stop, L, offs_n, mask_n, zeros_d,
+                    D_MODEL, G, N, HAS_BIAS, SOFTPLUS, HAS_SEQ,
                 )  # fmt: skip
                 h = dA * h + Bt * (dd * uu)[:, None]
-                hs = hs + (h,)  # noqa: RUF005 (Triton's jit takes no starred tuples)
+                zz = tl.zeros_like(uu)
+                if HAS_Z:
+                    zz = tl.load(pz + (s0 + j) * Z_ROW, mask=ok_j, other=0.0).to(tl.float32)
+                dyy = tl.load(pdy + (s0 + j) * D_MODEL, mask=ok_j, other=0.0).to(tl.float32)
+                # a tuple per statement: Triton's jit takes no starred tuples, and a name reused as a tensor later
+                # in the loop would not stay a tuple
+                hs = hs + (h,)  # noqa: RUF005
+                u_sub = u_sub + (uu,)  # noqa: RUF005
+                raw_sub = raw_sub + (raw,)  # noqa: RUF005
+                dd_sub = dd_sub + (dd,)  # noqa: RUF005
+                z_sub = z_sub + (zz,)  # noqa: RUF005
+                dy_sub = dy_sub + (dyy,)  # noqa: RUF005
             for jj in tl.static_range(SUB):
                 j = SUB - 1 - jj
                 s = s0 + j
                 t = t0 + s
-                uu, raw, dd, Bt, Ct, zz, dA = _step_decay(
-                    pu, pdt, pz, pB, pC, s, seq_ptr, bias, A2, b64, t, t_stop, L, offs_n, mask_n, zeros_d,
-                    D_MODEL, G, N, Z_ROW, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_SEQ, True,
+                uu, raw, dd = u_sub[SUB - 1 - jj], raw_sub[SUB - 1 - jj], dd_sub[SUB - 1 - jj]
+                zz, dyy = z_sub[SUB - 1 - jj], dy_sub[SUB - 1 - jj]
+                Bt, Ct, keep = _group_loads(
+                    pB, pC, s, seq_ptr, b64, t, t_stop, L, offs_n, mask_n, zeros_d, G, N, HAS_SEQ, True
                 )  # fmt: skip
+                dA = exp2_fast(dd[:, None] * A2)  # the same as the forward's just above: the compiler reuses those
+                if HAS_SEQ:
+                    dA = dA * keep[:, None]
                 ok_d = (zeros_d + t) < t_stop  # (BD,)
                 h_t = hs[SUB - 1 - jj]
                 if j == 0:  # noqa: SIM108 (a static branch on constexpr j)
                     h_prev = tl.load(scratch_ptr + slot)  # the sub-tile's entering state, from L1
                 else:
                     h_prev = hs[SUB - 2 - jj]
-                dyy = tl.load(pdy + s * D_MODEL, mask=ok_d, other=0.0).to(tl.float32)
                 dys = dyy
                 if HAS_Z:
                     sz = sigmoid_fast(zz)
@@ -240,21 +265,20 @@ def _bwd_seq_kernel(
 
 @triton.jit
 def _step_decay(
-    pu, pdt, pz, pB, pC, s, seq_ptr, bias, A2, b64, t, t_stop, L, offs_n, mask_n, zeros_d,
-    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr,
-    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, LOAD_CZ: tl.constexpr,
+    pu, pdt, pB, s, seq_ptr, bias, A2, b64, t, t_stop, L, offs_n, mask_n, zeros_d,
+    D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_SEQ: tl.constexpr,
 ):  # fmt: skip
-    """Step t = the tile's + s: u, dt + bias, Delta (BD,), B, C, the decay Abar_t = exp(Delta_t A) (BD, NP) and
-    z (BD,) in fp32; C and z only with LOAD_CZ (else zeros). Past t_stop Delta and u are 0: the step changes
-    nothing."""
+    """Step t = the tile's + s: u, dt + bias, Delta (BD,), B and the decay Abar_t = exp(Delta_t A) (BD, NP) in fp32.
+    Past t_stop Delta and u are 0: the step changes nothing."""
     ok_d = (zeros_d + t) < t_stop
-    uu, raw, zz = _channel_loads(pu, pdt, pz, s, ok_d, D_MODEL, Z_ROW, HAS_Z, LOAD_CZ)
+    uu, raw, _zz = _channel_loads(pu, pdt, pu, s, ok_d, D_MODEL, 0, False, False)
     raw, dd = _delta(raw, bias, t, t_stop, zeros_d, HAS_BIAS, SOFTPLUS)
-    Bt, Ct, keep = _group_loads(pB, pC, s, seq_ptr, b64, t, t_stop, L, offs_n, mask_n, zeros_d, G, N, HAS_SEQ, LOAD_CZ)
+    Bt, _Ct, keep = _group_loads(pB, pB, s, seq_ptr, b64, t, t_stop, L, offs_n, mask_n, zeros_d, G, N, HAS_SEQ, False)
     dA = exp2_fast(dd[:, None] * A2)
     if HAS_SEQ:
         dA = dA * keep[:, None]
-    return uu, raw, dd, Bt, Ct, zz, dA
+    return uu, raw, dd, Bt, dA
 
 
 @triton.jit

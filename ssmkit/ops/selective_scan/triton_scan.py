@@ -28,19 +28,20 @@ AHEAD = 4
 # without spilling, so 4 blocks of 4 warps share an SM (146 uncapped: W1 fwd 2.84 against 2.05 ms at 1K).
 FWD_MAXNREG = 128
 # backward: one warp of BD_BWD <= 32 channels per program (dB, dC are summed within the warp), the states recomputed
-# in sub-tiles of SUB steps in registers. H200, W1 fwd+bwd at L = 1K / 64K: SUB 4: 21.8 / 25.8 ms, SUB 2: 28.0 / 30.5;
-# capping the backward's 240 registers (ptxas -maxnreg 200 / 184 / 168) for more warps per SM: 22.1 / 22.5 / 20.9 ms
-# at 1K, 25.9 / 26.3 / 25.3 at 64K, against 21.8 / 25.3 uncapped: left to the compiler.
+# in sub-tiles of SUB steps in registers. Session 5's kernel, H200, W1 fwd+bwd at L = 1K / 64K: SUB 4: 21.8 / 25.8 ms,
+# SUB 2: 28.0 / 30.5; capping its 240 registers (ptxas -maxnreg 200 / 184 / 168) for more warps per SM: 22.1 / 22.5
+# / 20.9 ms at 1K, 25.9 / 26.3 / 25.3 at 64K, against 21.8 / 25.3 uncapped: left to the compiler.
 BD_BWD = 32
 SUB = 4
 # Chunking. Forward: one pass (no chunks) while b * d / BD_FWD gives at least FWD_UNCHUNKED_PROGRAMS programs, else
 # chunks until FWD_TARGET_PROGRAMS: chunks cost a second pass over the sequence. H200 (132 SMs, 4 programs of
 # 4 warps each at 128 registers), W1 fwd at 8de2ebb: L = 4K, b = 16 (512 programs) 2.07 ms in one pass against
 # 3.65 in chunks; L = 8K (256) 3.33 against 3.65; L = 16K (128) 6.22 against 3.64. Backward: chunks until
-# BWD_TARGET_PROGRAMS (L = 64K, b = 1: 33.7 ms fwd+bwd at 4,096, 34.2 at 2,048, 37.9 at 1,024; older kernels).
+# BWD_TARGET_PROGRAMS (W1 fwd+bwd with the sub-tile loads issued together, L = 8K / 64K: 16.82 / 16.79 ms at 8,192,
+# 17.01 / 16.94 at 4,096, 17.28 / 17.23 at 2,048; W6 Mamba fused 35.66 / 36.03 / 36.18).
 FWD_UNCHUNKED_PROGRAMS = 256
 FWD_TARGET_PROGRAMS = 2048
-BWD_TARGET_PROGRAMS = 4096
+BWD_TARGET_PROGRAMS = 8192
 COMBINE_BLOCK = 256
 
 
