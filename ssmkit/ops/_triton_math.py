@@ -54,6 +54,14 @@ if INLINE_PTX:
         """1 / (1 + e^-x), fp32: one exp2 and one reciprocal."""
         return rcp_fast(1.0 + exp2_fast(x * -1.4426950408889634))
 
+    @triton.jit
+    def prefetch_l2(ptrs):
+        """Ask for the lines at ptrs to be brought into L2 (`prefetch.global.L2`); nothing is returned or waited for."""
+        tl.inline_asm_elementwise(
+            "prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs.to(tl.int64, bitcast=True)], dtype=tl.int32,
+            is_pure=False, pack=1,
+        )  # fmt: skip
+
 else:
 
     @triton.jit
@@ -75,6 +83,10 @@ else:
     @triton.jit
     def sigmoid_fast(x):
         return tl.sigmoid(x)
+
+    @triton.jit
+    def prefetch_l2(ptrs):
+        pass
 
 
 @triton.jit

@@ -30,7 +30,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .._triton_math import exp2_fast, sigmoid_fast
+from .._triton_math import exp2_fast, prefetch_l2, sigmoid_fast
 from .triton_fwd import _channel_loads, _delta, _group_loads, _lane_order, _state_index, _store, _tile_pointers
 
 
@@ -161,6 +161,13 @@ def _bwd_seq_kernel(
         )  # fmt: skip
         o_tile = (b64 * L + t0) * D_MODEL + offs_d  # (BD,) step t0 in (b, l, d)
         pdu, pddt, pdz = du_ptr + o_tile, ddt_ptr + o_tile, dz_ptr + o_tile
+        if t0 > t_start:  # the next tile's per-channel inputs (it comes before this one), on their way to L2
+            for j in tl.static_range(TT):
+                prefetch_l2(pu + (j - TT) * D_MODEL)
+                prefetch_l2(pdt + (j - TT) * D_MODEL)
+                prefetch_l2(pdy + (j - TT) * D_MODEL)
+                if HAS_Z:
+                    prefetch_l2(pz + (j - TT) * Z_ROW)
         h = tl.load(ckpt_ptr + (b64 * n_tiles + t0 // TT) * N * D_MODEL + offs_ck, mask=mask_dn, other=0.0)
         # 1. entering states of the sub-tiles. Within a sub-tile the steps are unrolled, so their loads can all be
         # issued at its start: a store may alias them as far as the compiler knows, and none comes between them.
@@ -317,6 +324,12 @@ def _bwd_local_seq_kernel(
         pdy, pdt, pz, _pdy, pC, _pC = _tile_pointers(
             dy_ptr, dt_ptr, z_ptr, dy_ptr, C_ptr, C_ptr, b64, t0, L, offs_d, grp, D_MODEL, Z_ROW, G, N, TT
         )  # fmt: skip
+        if t0 > t_start:  # as in `_bwd_seq_kernel`
+            for j in tl.static_range(TT):
+                prefetch_l2(pdy + (j - TT) * D_MODEL)
+                prefetch_l2(pdt + (j - TT) * D_MODEL)
+                if HAS_Z:
+                    prefetch_l2(pz + (j - TT) * Z_ROW)
         for jj in tl.static_range(TT):
             j = TT - 1 - jj
             t = t0 + j

@@ -19,7 +19,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .._triton_math import exp2_fast, sigmoid_fast, softplus_fast
+from .._triton_math import exp2_fast, prefetch_l2, sigmoid_fast, softplus_fast
 
 
 @triton.jit
@@ -172,6 +172,12 @@ def _fwd_seq_kernel(
         pB, pC, 0, seq_ptr, b64, t_start, t_stop, L, offs_n, mask_n, zeros_d, G, N, HAS_SEQ, not LOCAL,
     )  # fmt: skip
     for t0 in range(t_start, t_stop, TT):
+        if t0 + TT < t_stop:  # the next tile's per-channel inputs, on their way to L2 while this tile runs
+            for j in tl.static_range(TT):
+                prefetch_l2(u_ptr + (b64 * L + t0 + TT + j) * D_MODEL + offs_d)
+                prefetch_l2(dt_ptr + (b64 * L + t0 + TT + j) * D_MODEL + offs_d)
+                if HAS_Z and not LOCAL:
+                    prefetch_l2(z_ptr + (b64 * L + t0 + TT + j) * Z_ROW + offs_d)
         if WRITE_CKPT:
             tl.store(ckpt_ptr + (b64 * n_tiles + t0 // TT) * N * D_MODEL + offs_ck, h, mask=mask_dn)
         pu, pdt, pz, py, pB, pC = _tile_pointers(
