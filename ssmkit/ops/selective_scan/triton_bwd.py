@@ -10,7 +10,8 @@ forward's checkpoints (one entering state per tile of TT steps):
 So a state is never written per step, and each element costs 1.75 exps (TT = 16, SUB = 4; the backward steps reuse
 the sub-tile's decays, still in registers). Each sub-tile's loads from memory (u, dt, z, dy) are issued together
 at its start, before its first store: the compiler does not move a load ahead of a store it cannot tell apart from
-it, and one load round trip per step (two warps per scheduler at 255 registers) was most of the time.
+it, and one load round trip per step (two warps per scheduler at 255 registers) was most of the time. For the same
+reason each backward step loads the next one's B, C before its own stores.
 
 Per step t (everything per thread except dB, dC, which sum over the warp's channels):
   G_t = carry + C_t dys_t,  Abar_t = exp(Delta_t A),  gd = G_t Abar_t h_{t-1}  (= dL/dAbar_t * Abar_t)
@@ -212,30 +213,37 @@ def _bwd_seq_kernel(
                 dd_sub = dd_sub + (dd,)  # noqa: RUF005
                 z_sub = z_sub + (zz,)  # noqa: RUF005
                 dy_sub = dy_sub + (dyy,)  # noqa: RUF005
+            # each backward step's B, C (and the sub-tile's entering state, for its first step) are loaded by the step
+            # before it, ahead of that step's stores
+            Bt, Ct, keep = _group_loads(
+                pB, pC, s0 + SUB - 1, seq_ptr, b64, t0 + s0 + SUB - 1, t_stop, L, offs_n, mask_n, zeros_d, G, N,
+                HAS_SEQ, True,
+            )  # fmt: skip
+            h_enter = tl.zeros_like(h)  # the sub-tile's entering state, for its first step: loaded by the second
+            if SUB == 1:
+                h_enter = tl.load(scratch_ptr + slot)
             for jj in tl.static_range(SUB):
                 j = SUB - 1 - jj
                 s = s0 + j
                 t = t0 + s
                 uu, raw, dd = u_sub[SUB - 1 - jj], raw_sub[SUB - 1 - jj], dd_sub[SUB - 1 - jj]
                 zz, dyy = z_sub[SUB - 1 - jj], dy_sub[SUB - 1 - jj]
-                Bt, Ct, keep = _group_loads(
-                    pB, pC, s, seq_ptr, b64, t, t_stop, L, offs_n, mask_n, zeros_d, G, N, HAS_SEQ, True
-                )  # fmt: skip
                 dA = exp2_fast(dd[:, None] * A2)  # the same as the forward's just above: the compiler reuses those
                 if HAS_SEQ:
                     dA = dA * keep[:, None]
                 ok_d = (zeros_d + t) < t_stop  # (BD,)
                 h_t = hs[SUB - 1 - jj]
                 if j == 0:  # noqa: SIM108 (a static branch on constexpr j)
-                    h_prev = tl.load(scratch_ptr + slot)  # the sub-tile's entering state, from L1
+                    h_prev = h_enter
                 else:
                     h_prev = hs[SUB - 2 - jj]
                 dys = dyy
+                dz = dyy
                 if HAS_Z:
                     sz = sigmoid_fast(zz)
                     dys = dyy * zz * sz
                     ypre = tl.sum(h_t * Ct, axis=1) + Dv * uu  # (BD,)
-                    _store(pdz, s * D_MODEL, dyy * ypre * sz * (1.0 + zz * (1.0 - sz)), ok_d)
+                    dz = dyy * ypre * sz * (1.0 + zz * (1.0 - sz))
                 Gt = carry + Ct * dys[:, None]  # (BD, NP)
                 gd = Gt * dA * h_prev
                 dA_acc += gd * dd[:, None]
@@ -248,16 +256,24 @@ def _bwd_seq_kernel(
                 ddt = tl.where(ok_d, ddt, 0.0)
                 dD_acc += dys * uu
                 dbias_acc += ddt
+                sums, _ids = _reduce_scatter(Gt * (dd * uu)[:, None], h_t * dys[:, None], offs_n, BD)
+                carry = dA * Gt
+                if j > 0:
+                    Bt, Ct, keep = _group_loads(
+                        pB, pC, s - 1, seq_ptr, b64, t - 1, t_stop, L, offs_n, mask_n, zeros_d, G, N, HAS_SEQ, True
+                    )  # fmt: skip
+                if j == 1:
+                    h_enter = tl.load(scratch_ptr + slot)  # from L1
+                if HAS_Z:
+                    _store(pdz, s * D_MODEL, dz, ok_d)
                 _store(pdu, s * D_MODEL, du, ok_d)
                 _store(pddt, s * D_MODEL, ddt, ok_d)
-                sums, _ids = _reduce_scatter(Gt * (dd * uu)[:, None], h_t * dys[:, None], offs_n, BD)
                 ok = own & ((ids * 0 + t) < t_stop)
                 bc = dBC_ptr + (b64 * L + t) * bc_row + bc_offs
                 if ATOMIC_BC:
                     tl.atomic_add(bc, sums, mask=ok, sem="relaxed")
                 else:
                     tl.store(bc, sums, mask=ok)
-                carry = dA * Gt
     out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_dn
     tl.store(dA_ptr + out, dA_acc, mask=mask_dn)
     out_d = (b64 * n_chunks + pid_c) * D_MODEL + offs_d
