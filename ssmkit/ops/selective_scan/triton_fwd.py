@@ -174,10 +174,11 @@ def _fwd_seq_kernel(
     for t0 in range(t_start, t_stop, TT):
         if t0 + TT < t_stop:  # the next tile's per-channel inputs, on their way to L2 while this tile runs
             for j in tl.static_range(TT):
-                prefetch_l2(u_ptr + (b64 * L + t0 + TT + j) * D_MODEL + offs_d)
-                prefetch_l2(dt_ptr + (b64 * L + t0 + TT + j) * D_MODEL + offs_d)
+                row = b64 * L + tl.minimum(t0 + TT + j, t_stop - 1)  # rows past the chunk: its last (in bounds)
+                prefetch_l2(u_ptr + row * D_MODEL + offs_d)
+                prefetch_l2(dt_ptr + row * D_MODEL + offs_d)
                 if HAS_Z and not LOCAL:
-                    prefetch_l2(z_ptr + (b64 * L + t0 + TT + j) * Z_ROW + offs_d)
+                    prefetch_l2(z_ptr + row * Z_ROW + offs_d)
         if WRITE_CKPT:
             tl.store(ckpt_ptr + (b64 * n_tiles + t0 // TT) * N * D_MODEL + offs_ck, h, mask=mask_dn)
         pu, pdt, pz, py, pB, pC = _tile_pointers(
