@@ -55,10 +55,10 @@ if INLINE_PTX:
         return rcp_fast(1.0 + exp2_fast(x * -1.4426950408889634))
 
     @triton.jit
-    def prefetch_l2(ptrs):
-        """Ask for the lines at ptrs to be brought into L2 (`prefetch.global.L2`); nothing is returned or waited for."""
+    def prefetch_l1(ptrs):
+        """Ask for the lines at ptrs to be brought into L1 (`prefetch.global.L1`), and so L2; nothing is waited for."""
         tl.inline_asm_elementwise(
-            "prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs.to(tl.int64, bitcast=True)], dtype=tl.int32,
+            "prefetch.global.L1 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs.to(tl.int64, bitcast=True)], dtype=tl.int32,
             is_pure=False, pack=1,
         )  # fmt: skip
 
@@ -85,7 +85,7 @@ else:
         return tl.sigmoid(x)
 
     @triton.jit
-    def prefetch_l2(ptrs):
+    def prefetch_l1(ptrs):
         pass
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .._triton_math import exp2_fast, prefetch_l2, sigmoid_fast
+from .._triton_math import exp2_fast, prefetch_l1, sigmoid_fast
 from .triton_fwd import _channel_loads, _delta, _group_loads, _lane_order, _state_index, _store, _tile_pointers
 
 
@@ -152,6 +152,7 @@ def _bwd_seq_kernel(
     prog = (b64 * n_chunks + pid_c) * n_blk + pid_d
     offs_scr = prog * (K * NP * BD) + offs_n[None, :] * BD + _lane_order(tl.arange(0, BD), BD)[:, None]  # (BD, NP)
     offs_ck = offs_n[None, :] * D_MODEL + _lane_order(offs_d, BD)[:, None]  # (BD, NP) in a checkpoint (n, d)
+    bc_rows = (tl.arange(0, BD) % TT) * (G * N)  # (BD,): lane i -> row i % TT of a tile's B, C (prefetches)
     t_start = pid_c * chunk_len
     t_stop = tl.minimum(t_start + chunk_len, L)
     n_t = tl.cdiv(t_stop - t_start, TT)
@@ -162,13 +163,15 @@ def _bwd_seq_kernel(
         )  # fmt: skip
         o_tile = (b64 * L + t0) * D_MODEL + offs_d  # (BD,) step t0 in (b, l, d)
         pdu, pddt, pdz = du_ptr + o_tile, ddt_ptr + o_tile, dz_ptr + o_tile
-        if t0 > t_start:  # the next tile's per-channel inputs (it comes before this one), on their way to L2
+        if t0 > t_start:  # the next tile's inputs (it comes before this one), on their way to L1
             for j in tl.static_range(TT):
-                prefetch_l2(pu + (j - TT) * D_MODEL)
-                prefetch_l2(pdt + (j - TT) * D_MODEL)
-                prefetch_l2(pdy + (j - TT) * D_MODEL)
+                prefetch_l1(pu + (j - TT) * D_MODEL)
+                prefetch_l1(pdt + (j - TT) * D_MODEL)
+                prefetch_l1(pdy + (j - TT) * D_MODEL)
                 if HAS_Z:
-                    prefetch_l2(pz + (j - TT) * Z_ROW)
+                    prefetch_l1(pz + (j - TT) * Z_ROW)
+            prefetch_l1(pB + bc_rows - TT * G * N)  # its B, C rows, one per lane (each row's first line)
+            prefetch_l1(pC + bc_rows - TT * G * N)
         h = tl.load(ckpt_ptr + (b64 * n_tiles + t0 // TT) * N * D_MODEL + offs_ck, mask=mask_dn, other=0.0)
         # 1. entering states of the sub-tiles. Within a sub-tile the steps are unrolled, so their loads can all be
         # issued at its start: a store may alias them as far as the compiler knows, and none comes between them.
@@ -342,10 +345,11 @@ def _bwd_local_seq_kernel(
         )  # fmt: skip
         if t0 > t_start:  # as in `_bwd_seq_kernel`
             for j in tl.static_range(TT):
-                prefetch_l2(pdy + (j - TT) * D_MODEL)
-                prefetch_l2(pdt + (j - TT) * D_MODEL)
+                prefetch_l1(pdy + (j - TT) * D_MODEL)
+                prefetch_l1(pdt + (j - TT) * D_MODEL)
                 if HAS_Z:
-                    prefetch_l2(pz + (j - TT) * Z_ROW)
+                    prefetch_l1(pz + (j - TT) * Z_ROW)
+            prefetch_l1(pC + (tl.arange(0, BD) % TT - TT) * (G * N))
         for jj in tl.static_range(TT):
             j = TT - 1 - jj
             t = t0 + j

@@ -19,7 +19,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .._triton_math import exp2_fast, prefetch_l2, sigmoid_fast, softplus_fast
+from .._triton_math import exp2_fast, prefetch_l1, sigmoid_fast, softplus_fast
 
 
 @triton.jit
@@ -171,19 +171,24 @@ def _fwd_seq_kernel(
     Bt_n, Ct_n, keep_n = _group_loads(
         pB, pC, 0, seq_ptr, b64, t_start, t_stop, L, offs_n, mask_n, zeros_d, G, N, HAS_SEQ, not LOCAL,
     )  # fmt: skip
+    bc_rows = (tl.arange(0, BD) % TT) * (G * N)  # (BD,): lane i -> row i % TT of a tile's B, C (prefetches)
     for t0 in range(t_start, t_stop, TT):
-        if t0 + TT < t_stop:  # the next tile's per-channel inputs, on their way to L2 while this tile runs
-            for j in tl.static_range(TT):
-                row = b64 * L + tl.minimum(t0 + TT + j, t_stop - 1)  # rows past the chunk: its last (in bounds)
-                prefetch_l2(u_ptr + row * D_MODEL + offs_d)
-                prefetch_l2(dt_ptr + row * D_MODEL + offs_d)
-                if HAS_Z and not LOCAL:
-                    prefetch_l2(z_ptr + row * Z_ROW + offs_d)
-        if WRITE_CKPT:
-            tl.store(ckpt_ptr + (b64 * n_tiles + t0 // TT) * N * D_MODEL + offs_ck, h, mask=mask_dn)
         pu, pdt, pz, py, pB, pC = _tile_pointers(
             u_ptr, dt_ptr, z_ptr, y_ptr, B_ptr, C_ptr, b64, t0, L, offs_d, grp, D_MODEL, Z_ROW, G, N, TT
         )  # fmt: skip
+        if t0 + TT < t_stop:  # the next tile's inputs, on their way to L1 while this tile runs
+            for j in tl.static_range(TT):
+                row = b64 * L + tl.minimum(t0 + TT + j, t_stop - 1)  # rows past the chunk: its last (in bounds)
+                prefetch_l1(u_ptr + row * D_MODEL + offs_d)
+                prefetch_l1(dt_ptr + row * D_MODEL + offs_d)
+                if HAS_Z and not LOCAL:
+                    prefetch_l1(z_ptr + row * Z_ROW + offs_d)
+            # B, C rows of the next tile (each row's first line), one row per lane: in the padded rows (in bounds)
+            prefetch_l1(pB + TT * G * N + bc_rows)
+            if not LOCAL:
+                prefetch_l1(pC + TT * G * N + bc_rows)
+        if WRITE_CKPT:
+            tl.store(ckpt_ptr + (b64 * n_tiles + t0 // TT) * N * D_MODEL + offs_ck, h, mask=mask_dn)
         for j in tl.static_range(TT):
             t = t0 + j
             uu, raw, zz = ring_u[0], ring_dt[0], ring_z[0]

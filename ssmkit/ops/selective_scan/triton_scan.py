@@ -22,9 +22,10 @@ TT = 16
 BD_FWD = 128
 # forward: how many steps ahead of their use u, dt and z are loaded (B, C: one step). H200, W1 fwd at L = 1K / 8K /
 # 64K: 3.70 / 5.99 / 6.00 ms at 1, 3.67 / 5.93 / 5.93 at 2, 3.43 / 5.59 / 5.61 at 4, 4.46 / 6.45 / 6.47 at 8
-# With the next tile's inputs prefetched into L2 (both kernels, `prefetch_l2`; W1 fwd at 1K / 16K / 64K 2.14 / 3.61 /
-# 3.63 ms without, fwd+bwd at 1K / 64K 13.22 / 16.99 without): 2.00 / 3.51 / 3.54 at 2, 1.96 / 3.55 / 3.58 at 4,
-# 2.03 / 3.63 / 3.65 at 6.
+# With the next tile's inputs prefetched into L2 (both kernels; W1 fwd at 1K / 16K / 64K 2.14 / 3.61 / 3.63 ms
+# without, fwd+bwd at 1K / 64K 13.22 / 16.99 without): 2.00 / 3.51 / 3.54 at 2, 1.96 / 3.55 / 3.58 at 4, 2.03 / 3.63 /
+# 3.65 at 6. Now into L1 (`prefetch_l1`), with the next tile's B, C rows too (W1 fwd 2.04 -> 1.94 ms at 1K, 3.46 ->
+# 2.61 at b 8, L 8K; the B, C loads one step ahead had waited on L2); the per-channel rows alone: no change.
 AHEAD = 4
 # forward: register cap (ptxas -maxnreg) for n <= 16, the size it was measured at; larger states are left to the
 # compiler. At n = 16 the (BD, NP) state tile, the loads in flight and the tile's addresses fit in 128 registers
