@@ -29,8 +29,12 @@ BD_FWD = 128
 AHEAD = 4
 # forward: register cap (ptxas -maxnreg) for n <= 16, the size it was measured at; larger states are left to the
 # compiler. At n = 16 the (BD, NP) state tile, the loads in flight and the tile's addresses fit in 128 registers
-# without spilling, so 4 blocks of 4 warps share an SM (146 uncapped: W1 fwd 2.84 against 2.05 ms at 1K).
+# without spilling, so 4 blocks of 4 warps share an SM (146 uncapped: W1 fwd 2.84 against 2.05 ms at 1K). A grid of
+# at most FWD_FEW_BLOCKS_PER_SM blocks per SM is resident at FWD_MAXNREG_FEW as well, and runs faster with the room
+# (W1 fwd at b 8, L 8K, 256 blocks: 2.60 ms at 128, 2.27 at 168; at 1K, 2,048 blocks: 1.93 at 128, 1.96 at 168).
 FWD_MAXNREG = 128
+FWD_MAXNREG_FEW = 168
+FWD_FEW_BLOCKS_PER_SM = 3
 # backward: one warp of BD_BWD <= 32 channels per program (dB, dC are summed within the warp), the states recomputed
 # in sub-tiles of SUB steps in registers. Session 5's kernel, H200, W1 fwd+bwd at L = 1K / 64K: SUB 4: 21.8 / 25.8 ms,
 # SUB 2: 28.0 / 30.5; capping its 240 registers (ptxas -maxnreg 200 / 184 / 168) for more warps per SM: 22.1 / 22.5
@@ -53,6 +57,14 @@ COMBINE_BLOCK = 256
 def _empty(*shape, dtype, device):
     """Every output buffer comes from here (tests replace it with a NaN fill to catch unwritten elements)."""
     return torch.empty(*shape, dtype=dtype, device=device)
+
+
+def _fwd_maxnreg(programs: int, device: torch.device) -> int:
+    """The forward's register cap for a grid of `programs` blocks (see FWD_MAXNREG); the interpreter ignores it."""
+    if device.type != "cuda":
+        return FWD_MAXNREG
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return FWD_MAXNREG_FEW if programs <= FWD_FEW_BLOCKS_PER_SM * sms else FWD_MAXNREG
 
 
 def _block_d(e: int, cap: int) -> int:
@@ -114,7 +126,8 @@ def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx,
     grid = (blocks, nc, b)
     common = dict(
         D_MODEL=d, G=g, N=n, NP=triton.next_power_of_2(n), BD=BD, TT=TT, AHEAD=AHEAD, HAS_D=has_D, **flags,
-        num_warps=max(1, min(8, BD // 32)), **({"maxnreg": FWD_MAXNREG} if n <= 16 else {}),
+        num_warps=max(1, min(8, BD // 32)),
+        **({"maxnreg": _fwd_maxnreg(blocks * nc * b, dev)} if n <= 16 else {}),
     )  # fmt: skip
     if nc == 1:
         start, h0_mode = (initial_state, 1) if initial_state is not None else (final, 0)
