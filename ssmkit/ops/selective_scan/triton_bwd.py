@@ -32,7 +32,16 @@ import triton
 import triton.language as tl
 
 from .._triton_math import exp2_fast, prefetch_l1, sigmoid_fast
-from .triton_fwd import _channel_loads, _delta, _group_loads, _lane_order, _state_index, _store, _tile_pointers
+from .triton_fwd import (
+    _bc_rows,
+    _channel_loads,
+    _delta,
+    _group_loads,
+    _lane_order,
+    _state_index,
+    _store,
+    _tile_pointers,
+)
 
 
 @triton.jit
@@ -152,7 +161,7 @@ def _bwd_seq_kernel(
     prog = (b64 * n_chunks + pid_c) * n_blk + pid_d
     offs_scr = prog * (K * NP * BD) + offs_n[None, :] * BD + _lane_order(tl.arange(0, BD), BD)[:, None]  # (BD, NP)
     offs_ck = offs_n[None, :] * D_MODEL + _lane_order(offs_d, BD)[:, None]  # (BD, NP) in a checkpoint (n, d)
-    bc_rows = (tl.arange(0, BD) % TT) * (G * N)  # (BD,): lane i -> row i % TT of a tile's B, C (prefetches)
+    bc_rows = _bc_rows(BD, TT, G, N)
     t_start = pid_c * chunk_len
     t_stop = tl.minimum(t_start + chunk_len, L)
     n_t = tl.cdiv(t_stop - t_start, TT)
@@ -349,7 +358,7 @@ def _bwd_local_seq_kernel(
                 prefetch_l1(pdt + (j - TT) * D_MODEL)
                 if HAS_Z:
                     prefetch_l1(pz + (j - TT) * Z_ROW)
-            prefetch_l1(pC + (tl.arange(0, BD) % TT - TT) * (G * N))
+            prefetch_l1(pC + _bc_rows(BD, TT, G, N) - TT * G * N)
         for jj in tl.static_range(TT):
             j = TT - 1 - jj
             t = t0 + j

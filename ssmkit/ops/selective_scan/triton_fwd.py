@@ -171,7 +171,7 @@ def _fwd_seq_kernel(
     Bt_n, Ct_n, keep_n = _group_loads(
         pB, pC, 0, seq_ptr, b64, t_start, t_stop, L, offs_n, mask_n, zeros_d, G, N, HAS_SEQ, not LOCAL,
     )  # fmt: skip
-    bc_rows = (tl.arange(0, BD) % TT) * (G * N)  # (BD,): lane i -> row i % TT of a tile's B, C (prefetches)
+    bc_rows = _bc_rows(BD, TT, G, N)
     for t0 in range(t_start, t_stop, TT):
         pu, pdt, pz, py, pB, pC = _tile_pointers(
             u_ptr, dt_ptr, z_ptr, y_ptr, B_ptr, C_ptr, b64, t0, L, offs_d, grp, D_MODEL, Z_ROW, G, N, TT
@@ -238,6 +238,12 @@ def _tile_pointers(
     py = y_ptr + row * D_MODEL + offs_d
     bc_row = ((row + b64 * TT) * G + grp) * N
     return pu, pdt, pz, py, B_ptr + bc_row, C_ptr + bc_row
+
+
+@triton.jit
+def _bc_rows(BD: tl.constexpr, TT: tl.constexpr, G: tl.constexpr, N: tl.constexpr):
+    """(BD,) offsets of a tile's B, C rows from its first (lane i: row i % TT), for one-instruction prefetches."""
+    return (tl.arange(0, BD) % TT) * (G * N)
 
 
 @triton.jit
