@@ -91,9 +91,9 @@ else:
 
 @triton.jit
 def softplus_fast(x):
-    """log(1 + e^x), fp32, torch's threshold of 20 (x itself above it). Two special-function ops (exp2, log2): where
-    w = e^x < 1/16 log1p(w) is its series to w^6 (truncation below 1e-8 relative), where the rounding of 1 + w and
-    log2's absolute error would show; above, log2(1 + w) ln 2 (relative error within 2e-6)."""
+    """log(1 + e^x), fp32, torch's threshold of 20 (x itself above it), in two special-function ops (exp2, log2).
+    With w = e^x: below w = 1/16, log1p(w) is its series to w^6 (truncation below 1e-8 relative), since there the
+    rounding of 1 + w and log2's absolute error would show; above, log2(1 + w) ln 2 (relative error within 2e-6)."""
     w = exp2_fast(tl.minimum(x, 20.0) * 1.4426950408889634)
     series = -0.25 + w * (0.20000000298023224 - w * 0.1666666716337204)
     series = w * (1.0 + w * (-0.5 + w * (0.3333333432674408 + w * series)))
