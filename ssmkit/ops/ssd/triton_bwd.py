@@ -196,6 +196,32 @@ def _bwd_dx_kernel(
 
 
 @triton.jit
+def _dscore_dot(
+    acc, tile, lr, k, V_ptr, bi, ci, gi, rn, nmask, l, sV_b, sV_l, sV_g, sV_n,
+    Q: tl.constexpr, BR: tl.constexpr, TRANS: tl.constexpr, DIAG: tl.constexpr, PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+):  # fmt: skip
+    """acc (BR, BN) + dCB's block of k + [0, BR) against V's rows there: TRANS, sum_t dCB_tr V_t (t >= r, for dB);
+    else sum_s dCB_rs V_s (s <= r, for dC). DIAG: the block holding the diagonal, loaded masked; the others are
+    causal throughout and load unmasked, as vectors."""
+    lk = k + tl.arange(0, BR)
+    rk = ci * Q + lk
+    if TRANS:
+        at = tile + lk[None, :] * Q + lr[:, None]
+        causal = lk[None, :] >= lr[:, None]
+    else:
+        at = tile + lr[:, None] * Q + lk[None, :]
+        causal = lr[:, None] >= lk[None, :]
+    d = tl.load(at, mask=causal, other=0.0) if DIAG else tl.load(at)
+    V = tl.load(
+        V_ptr + bi * sV_b + rk[:, None] * sV_l + gi * sV_g + rn[None, :] * sV_n,
+        mask=(rk < l)[:, None] & nmask[None, :],
+        other=0.0,
+    )  # (BR, BN)
+    return acc + _dot_hilo(d, V, PREC, UPCAST)
+
+
+@triton.jit
 def _bwd_dbc_kernel(
     x_ptr, B_ptr, C_ptr, dy_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, dcb_ptr, enter_ptr, dend_ptr,
     dB_ptr, dC_ptr, dcum_ptr,
@@ -219,30 +245,26 @@ def _bwd_dbc_kernel(
     rmask, pmask, nmask = rr < l, rp < p, rn < n
     rn_mask = rmask[:, None] & nmask[None, :]
 
-    # dB_r = sum_{t >= r} dCB_tr C_t and dC_r = sum_{s <= r} dCB_rs B_s: tf32 products of the fp32 sums
-    dB = tl.zeros((BR, BN), dtype=tl.float32)
-    dC = tl.zeros((BR, BN), dtype=tl.float32)
+    # dB_r = sum_{t >= r} dCB_tr C_t and dC_r = sum_{s <= r} dCB_rs B_s, the diagonal block peeled off
     tile = dcb_ptr + pid_bcg * Q * Q
-    for k in range(pid_r * BR, Q, BR):
-        lt = k + tl.arange(0, BR)
-        rt = ci * Q + lt
-        dcbT = tl.load(tile + lt[None, :] * Q + lr[:, None], mask=lt[None, :] >= lr[:, None], other=0.0)
-        Ct = tl.load(
-            C_ptr + bi * sC_b + rt[:, None] * sC_l + gi * sC_g + rn[None, :] * sC_n,
-            mask=(rt < l)[:, None] & nmask[None, :],
-            other=0.0,
+    dB = _dscore_dot(
+        tl.zeros((BR, BN), dtype=tl.float32), tile, lr, pid_r * BR, C_ptr, bi, ci, gi, rn, nmask, l,
+        sC_b, sC_l, sC_g, sC_n, Q, BR, True, True, PREC, UPCAST,
+    )  # fmt: skip
+    for k in range((pid_r + 1) * BR, Q, BR):
+        dB = _dscore_dot(
+            dB, tile, lr, k, C_ptr, bi, ci, gi, rn, nmask, l, sC_b, sC_l, sC_g, sC_n, Q, BR, True, False, PREC, UPCAST
         )
-        dB += _dot_hilo(dcbT, Ct, PREC, UPCAST)
-    for k in range(0, (pid_r + 1) * BR, BR):
-        ls = k + tl.arange(0, BR)
-        rs = ci * Q + ls
-        dcb = tl.load(tile + lr[:, None] * Q + ls[None, :], mask=lr[:, None] >= ls[None, :], other=0.0)
-        Bs = tl.load(
-            B_ptr + bi * sB_b + rs[:, None] * sB_l + gi * sB_g + rn[None, :] * sB_n,
-            mask=(rs < l)[:, None] & nmask[None, :],
-            other=0.0,
-        )
-        dC += _dot_hilo(dcb, Bs, PREC, UPCAST)
+    dC = tl.zeros((BR, BN), dtype=tl.float32)
+    for k in range(0, pid_r * BR, BR):
+        dC = _dscore_dot(
+            dC, tile, lr, k, B_ptr, bi, ci, gi, rn, nmask, l, sB_b, sB_l, sB_g, sB_n, Q, BR, False, False, PREC,
+            UPCAST,
+        )  # fmt: skip
+    dC = _dscore_dot(
+        dC, tile, lr, pid_r * BR, B_ptr, bi, ci, gi, rn, nmask, l, sB_b, sB_l, sB_g, sB_n, Q, BR, False, True, PREC,
+        UPCAST,
+    )  # fmt: skip
 
     # the states of every head of the group: dB_r += w_r dt_r x_r dE, dC_r += e_r dy_r S_in
     Cr = tl.load(C_ptr + bi * sC_b + rr[:, None] * sC_l + gi * sC_g + rn[None, :] * sC_n, mask=rn_mask, other=0.0)
