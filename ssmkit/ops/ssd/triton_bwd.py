@@ -203,7 +203,7 @@ def _dscore_dot(
 ):  # fmt: skip
     """acc (BR, BN) + dCB's block of k + [0, BR) against V's rows there: TRANS, sum_t dCB_tr V_t (t >= r, for dB);
     else sum_s dCB_rs V_s (s <= r, for dC). DIAG: the block holding the diagonal, loaded masked; the others are
-    causal throughout and load unmasked, as vectors."""
+    causal throughout and load unmasked."""
     lk = k + tl.arange(0, BR)
     rk = ci * Q + lk
     if TRANS:
