@@ -62,6 +62,21 @@ if INLINE_PTX:
             is_pure=False, pack=1,
         )  # fmt: skip
 
+    @triton.jit
+    def load_f32x4(ptrs):
+        """The four fp32 at ptrs .. ptrs + 3 (ptrs 16-byte aligned) as four tensors of ptrs' shape: one 128-bit load
+        (`ld.global.v4.f32`) each. Triton itself emits one only where it sees the four addresses contiguous, which
+        would also regroup the lanes of every tensor computed from them (see the selective scan's `_state_index`)."""
+        return tl.inline_asm_elementwise(
+            "ld.global.v4.f32 {$0, $1, $2, $3}, [$4];", "=f,=f,=f,=f,l", [ptrs.to(tl.int64, bitcast=True)],
+            dtype=(tl.float32, tl.float32, tl.float32, tl.float32), is_pure=True, pack=1,
+        )  # fmt: skip
+
+    @triton.jit
+    def round_bf16(x):
+        """fp32 x rounded to bf16, to nearest even: one `cvt.rn.bf16.f32`."""
+        return x.to(tl.bfloat16)
+
 else:
 
     @triton.jit
@@ -87,6 +102,17 @@ else:
     @triton.jit
     def prefetch_l1(ptrs):
         pass
+
+    @triton.jit
+    def load_f32x4(ptrs):
+        return tl.load(ptrs), tl.load(ptrs + 1), tl.load(ptrs + 2), tl.load(ptrs + 3)
+
+    @triton.jit
+    def round_bf16(x):
+        # the interpreter's fp32 -> bf16 cast truncates: round the bits to nearest even first, then it is exact
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        return bits.to(tl.uint16).to(tl.bfloat16, bitcast=True)
 
 
 @triton.jit

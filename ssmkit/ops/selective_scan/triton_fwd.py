@@ -19,20 +19,20 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .._triton_math import exp2_fast, prefetch_l1, sigmoid_fast, softplus_fast
+from .._triton_math import exp2_fast, load_f32x4, prefetch_l1, round_bf16, sigmoid_fast, softplus_fast
 
 
 @triton.jit
 def _state_index(NP: tl.constexpr, N: tl.constexpr):
     """(NP,) the states n in the order a thread holds them: pairs of pairs swapped (2, 3, 0, 1, 6, 7, 4, 5, ...)
-    when B, C are read as 64-bit pairs (`_paired`), else neighbours swapped (1, 0, 3, 2, ...).
+    when B, C are read as 128-bit quads (`_quads`), else neighbours swapped (1, 0, 3, 2, ...).
 
     Any order is right (every (..., n) tensor is read and written through this index, and sums over n do not care
     about order); this one hides the contiguity along n from the compiler. Seen contiguous, n was split over 4 lanes
     (16-byte loads), and each step's per-channel inputs crossed to that layout through shared memory and a barrier.
     Now a thread holds all n states of its channel: C_t . h_t and G_t . B_t sum in registers, and the addresses of
     B_t, C_t are constant offsets."""
-    if _paired(NP, N):
+    if _quads(NP, N):
         idx = tl.arange(0, NP) ^ 2
     elif NP > 1:
         idx = tl.arange(0, NP) ^ 1
@@ -56,31 +56,27 @@ def _lane_order(idx, BD: tl.constexpr):
 
 
 @triton.jit
-def _paired(NP: tl.constexpr, N: tl.constexpr):
-    """Whether B_t, C_t are read as NP / 2 64-bit words (two fp32 states each): half the load instructions."""
+def _quads(NP: tl.constexpr, N: tl.constexpr):
+    """Whether B_t, C_t are read as NP / 4 128-bit words (four fp32 states each): a quarter of the load instructions."""
     return NP == N and NP >= 4
 
 
 @triton.jit
-def _load_pairs(ptr, offs2):
-    """(BD, NP) fp32 from the (BD, NP / 2) 64-bit words at ptr (an fp32 pointer) + offs2, each word's two states
-    side by side: position 2 i + s holds state 2 k + s of word k = offs2's i-th."""
-    w = tl.load(ptr.to(tl.pointer_type(tl.int64), bitcast=True) + offs2)
-    lo = w.to(tl.int32).to(tl.float32, bitcast=True)  # little-endian: the lower state comes first
-    hi = (w >> 32).to(tl.int32).to(tl.float32, bitcast=True)
-    pair = tl.join(lo, hi)  # (BD, NP / 2, 2)
-    return tl.reshape(pair, (pair.shape[0], 2 * pair.shape[1]))
+def _load_quads(ptrs):
+    """(BD, NP) fp32 from the (BD, NP / 4) 128-bit words at ptrs (fp32 pointers, 16-byte aligned), in
+    `_state_index`'s order: positions 4 k .. 4 k + 3 hold word k's states 2, 3, 0, 1."""
+    q0, q1, q2, q3 = load_f32x4(ptrs)
+    quad = tl.join(tl.join(q2, q0), tl.join(q3, q1))  # (BD, NP / 4, 2, 2): [k, a, b] = state 4 k + ((2 a + b) ^ 2)
+    return tl.reshape(quad, (quad.shape[0], 4 * quad.shape[1]))
 
 
 @triton.jit
 def _store(ptr, offs, val, mask):
-    """Store fp32 `val` in ptr's dtype, rounded to nearest even (bf16 by hand: the interpreter's own cast truncates)."""
+    """Store fp32 `val` in ptr's dtype, rounded to nearest even."""
     if ptr.dtype.element_ty == tl.float32:
         tl.store(ptr + offs, val, mask=mask)
     elif ptr.dtype.element_ty == tl.bfloat16:
-        bits = val.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-        tl.store(ptr + offs, bits.to(tl.uint16).to(tl.bfloat16, bitcast=True), mask=mask)
+        tl.store(ptr + offs, round_bf16(val), mask=mask)
     else:
         tl.store(ptr + offs, val.to(ptr.dtype.element_ty), mask=mask)
 
@@ -273,13 +269,12 @@ def _group_loads(
     Past t_stop they are the next rows' (zeros past L), and keep is 1: Delta is 0 there (`_delta`), so the step
     leaves the state unchanged, and nothing is stored."""
     NP: tl.constexpr = offs_n.shape[0]
-    if _paired(NP, N):
-        # word w holds states 2w, 2w + 1; words swapped in neighbours like `_state_index` (no contiguity seen)
-        words = k * G * (N // 2) + zeros_d[:, None] + (tl.arange(0, NP // 2) ^ 1)[None, :]  # (BD, NP / 2)
-        Bt = _load_pairs(pB, words)
+    if _quads(NP, N):
+        words = k * G * N + zeros_d[:, None] + 4 * tl.arange(0, NP // 4)[None, :]  # (BD, NP / 4): word k at 4 k
+        Bt = _load_quads(pB + words)
         Ct = tl.zeros_like(Bt)
         if LOAD_C:
-            Ct = _load_pairs(pC, words)
+            Ct = _load_quads(pC + words)
     else:
         offs = k * G * N + zeros_d[:, None] + offs_n[None, :]  # (BD, NP)
         Bt = tl.load(pB + offs, mask=mask_n[None, :], other=0.0)
