@@ -264,7 +264,8 @@ def _group_loads(
 ):  # fmt: skip
     """Step t's B, C (BD, NP) fp32, each channel's copy (C only with LOAD_C, else zeros), and keep (BD,): 1.0, or
     0.0 where seq_idx changes at t > 0. pB, pC point at the tile's row of the group, and step t is k rows on. B, C
-    (b, L + TT, g, n) are fp32 (converted and padded once by the caller): no conversions in the loop. Every thread
+    (b, L + TT, g, n) are fp32 (converted and padded once by the caller): no conversions in the loop. They are fresh
+    buffers, so with `_quads` every row of N >= 4 states starts 16-byte aligned, as a 128-bit load needs. Every thread
     loads its own B, C (one address per state across the warp: a broadcast), so they arrive in the state's layout.
     Past t_stop they are the next rows' (zeros past L), and keep is 1: Delta is 0 there (`_delta`), so the step
     leaves the state unchanged, and nothing is stored."""
