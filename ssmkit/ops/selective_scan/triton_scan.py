@@ -46,8 +46,9 @@ SUB = 4
 # 4 warps each at 128 registers), W1 fwd at 8de2ebb: L = 4K, b = 16 (512 programs) 2.07 ms in one pass against
 # 3.65 in chunks; L = 8K (256) 3.33 against 3.65; L = 16K (128) 6.22 against 3.64. Backward: chunks until
 # BWD_TARGET_PROGRAMS (W1 fwd+bwd with the sub-tile loads issued together, L = 8K / 64K: 16.82 / 16.79 ms at 8,192,
-# 17.01 / 16.94 at 4,096, 17.28 / 17.23 at 2,048; W6 Mamba fused 35.66 / 36.03 / 36.18). 4,096 stays: at 8,192 the
-# chunks' (b, nc, d, n) buffers put W6's Mamba block at 6.02 GiB, over mamba_ssm's 5.98 (5.96 at 4,096).
+# 17.01 / 16.94 at 4,096, 17.28 / 17.23 at 2,048; W6 Mamba fused 35.66 / 36.03 / 36.18). 4,096 stays: at 8,192 W6's
+# Mamba block peaks at 6.02 GiB, over mamba_ssm's 5.98 (5.96 at 4,096); freeing the local pass's two buffers right
+# after the combine did not lower that peak (bdb9f74's tree), so what grows with the chunks there is not known yet.
 FWD_UNCHUNKED_PROGRAMS = 256
 FWD_TARGET_PROGRAMS = 2048
 BWD_TARGET_PROGRAMS = 4096
