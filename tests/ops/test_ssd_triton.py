@@ -211,6 +211,20 @@ def test_packed_seq_idx(interpret):
 
 
 @pytest.mark.triton_interpret
+def test_packed_seq_idx_across_blocks(interpret):
+    # chunk 128: the fused forward steps the state every 64 tokens; borders inside a 64-token block, on one (64),
+    # on the chunk border (128) and in the second chunk
+    l = 150
+    seq_idx = torch.zeros(2, l, dtype=torch.long)
+    seq_idx[0, 40:] = 1
+    seq_idx[0, 64:] = 2
+    seq_idx[0, 128:] = 3
+    seq_idx[1, 100:] = 1
+    seq_idx[1, 141:] = 2
+    check(FULL, l, 128, torch.float32, interpret, seed=22, seq_idx=seq_idx)
+
+
+@pytest.mark.triton_interpret
 def test_cu_seqlens(interpret):
     case = Case(b=1)
     cu_seqlens = torch.tensor([0, 5, 25, 26, 63], dtype=torch.int32)

@@ -1,16 +1,23 @@
 """SSD Triton forward in one kernel: each program walks its chunks in order, the state in registers.
 
-One program per (batch, head, block of the head dim). For each chunk k in order:
-    out of chunk k's rows from the entering state S (triton_scan's `_rows_out`, block by block of BM rows);
-    S <- exp(cum_last) S + sum_s exp(cum_last - cum_s) dt_s x_s B_s^T      (triton_state's `_chunk_state_acc`)
-so the chunk states are never written and read back, and the passing between chunks costs no pass over memory
-(the three-kernel path writes each chunk's state, passes over them in place and reads them again: at W2's size
-1 GiB of fp32 states, 0.74 + 0.32 ms of its 3.1 ms forward on the H200). The state entering each chunk is still
-written when the backward needs it (STORE_ENTER). The arithmetic, the roundings and the packed-sequence rules are
-the three-kernel path's (same helpers), so both give the same results up to the order of fp32 sums.
+One program per (batch, head, block of the head dim). Each chunk is walked in blocks of BM tokens (`_chunk_out`):
+the block's output from the state before it and its own dual form (triton_scan's `_block_out`), then the state is
+stepped across the block (cum as in triton_cumsum; ref = cum of the token before the block, 0 at the chunk's
+start; end = the block's last token):
+
+    S <- exp(cum_end - ref) S + sum_{s in the block} exp(cum_end - cum_s) dt_s x_s B_s^T
+
+Stepping the state every BM tokens instead of once a chunk leaves the dual form only the (BM, BM) diagonal
+blocks, whose scores are formed elementwise (exp, the CB load, the two-part rounding), while the state steps are
+plain products: H200, W2 (chunk 256) forward 2.59 -> 1.98 ms. The chunk states are never written and read back,
+and the passing between chunks costs no pass over memory (the staged path writes each chunk's state, passes over
+them in place and reads them again: at W2's size 1 GiB of fp32 states). The state entering each chunk is still
+written when the backward needs it (STORE_ENTER), at the chunk boundaries the backward works on.
 
 Parallelism is b * h * (p / BP) programs, each serial over the chunks: worth it only when those fill the GPU
-(`use_fused`), else the three-kernel path (which runs all chunks in parallel) takes the call.
+(`use_fused`), else the staged path (which runs all chunks in parallel) takes the call. Packed sequences follow
+the staged path's rules at block granularity: a state reaches only the tokens of its segment, and crosses a
+block only if no new segment starts in it.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_scan import _rows_out
-from .triton_state import _chunk_state_acc, _decay_across, d_operand, upcast_dots
+from .._triton_math import exp_fast
+from .triton_scan import _block_out
+from .triton_state import _chunk_state_acc, d_operand, upcast_dots
 
 
 @triton.jit
@@ -30,7 +38,7 @@ def _ssd_fused_fwd_kernel(
     l, h, p, n, Lp, hg,
     sx_b, sx_l, sx_h, sx_p, sz_b, sz_l, sz_h, sz_p, sB_b, sB_l, sB_g, sB_n, sC_b, sC_l, sC_g, sC_n,
     so_b, so_l, so_h, so_p, sD_h, sD_p,
-    Q: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    Q: tl.constexpr, BM: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_D: tl.constexpr, STORE_YPRE: tl.constexpr, HAS_SEG: tl.constexpr,
     CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, HAS_INIT: tl.constexpr,
     STORE_ENTER: tl.constexpr,
@@ -46,32 +54,70 @@ def _ssd_fused_fwd_kernel(
         S = tl.load(init_ptr + pid_bh * p * n + at, mask=pn_mask, other=0.0)
     else:
         S = tl.zeros((BP, BN), dtype=tl.float32)
-    row = pid_bh * Lp
     for ci in range(0, nc):
         if STORE_ENTER:
             tl.store(enter_ptr + ((bi * nc + ci) * h + hi) * p * n + at, S, mask=pn_mask)
-        S_T = tl.trans(S)  # (BN, BP)
-        for mb in range(0, Q // BM):
-            _rows_out(
-                S_T, x_ptr, z_ptr, cb_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, D_ptr, out_ptr, ypre_ptr,
-                bi, ci, hi, mb, rp, l, h, p, n, Lp, hg,
-                sx_b, sx_l, sx_h, sx_p, sz_b, sz_l, sz_h, sz_p, sC_b, sC_l, sC_g, sC_n, so_b, so_l, so_h, so_p,
-                sD_h, sD_p, Q, BM, BN, HAS_Z, HAS_D, STORE_YPRE, HAS_SEG, CUM_LO, PREC, UPCAST,
-            )  # fmt: skip
-        S = S * _decay_across(cum_ptr, seg_ptr, row, bi, ci, Lp, Q, HAS_SEG)
-        S = _chunk_state_acc(
-            S, x_ptr, B_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, bi, ci, hi, rp, rn, l, h, p, n, Lp, hg,
-            sx_b, sx_l, sx_h, sx_p, sB_b, sB_l, sB_g, sB_n, Q, BK, True, HAS_SEG, CUM_LO, PREC, UPCAST,
+        S = _chunk_out(
+            S, x_ptr, z_ptr, cb_ptr, B_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, D_ptr, out_ptr, ypre_ptr,
+            bi, ci, hi, rp, rn, l, h, p, n, Lp, hg,
+            sx_b, sx_l, sx_h, sx_p, sz_b, sz_l, sz_h, sz_p, sB_b, sB_l, sB_g, sB_n, sC_b, sC_l, sC_g, sC_n,
+            so_b, so_l, so_h, so_p, sD_h, sD_p,
+            Q, BM, BN, HAS_Z, HAS_D, STORE_YPRE, HAS_SEG, CUM_LO, PREC, UPCAST,
         )  # fmt: skip
     tl.store(final_ptr + pid_bh * p * n + at, S, mask=pn_mask)
 
 
+@triton.jit
+def _chunk_out(
+    S, x_ptr, z_ptr, cb_ptr, B_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, D_ptr, out_ptr, ypre_ptr,
+    bi, ci, hi, rp, rn, l, h, p, n, Lp, hg,
+    sx_b, sx_l, sx_h, sx_p, sz_b, sz_l, sz_h, sz_p, sB_b, sB_l, sB_g, sB_n, sC_b, sC_l, sC_g, sC_n,
+    so_b, so_l, so_h, so_p, sD_h, sD_p,
+    Q: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, HAS_Z: tl.constexpr, HAS_D: tl.constexpr,
+    STORE_YPRE: tl.constexpr, HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+):  # fmt: skip
+    """Chunk ci's out (and y before the gate) for head hi, head-dim rows rp, from S (len(rp), len(rn)) fp32 the
+    state entering it; returns the state after the chunk."""
+    row = (bi * h + hi) * Lp
+    for mb in range(0, Q // BM):
+        # ref: cum and segment of the token before the block (0 before the sequence, as in _chunk_segments)
+        t0 = mb * BM
+        prev = ci * Q + t0 - 1
+        ref_cum = tl.where(t0 > 0, tl.load(cum_ptr + row + tl.maximum(prev, 0)), 0.0)
+        ref_lo = 0.0
+        if CUM_LO:
+            ref_lo = tl.where(t0 > 0, tl.load(cumlo_ptr + row + tl.maximum(prev, 0)), 0.0)
+        seg_ref = 0
+        if HAS_SEG:
+            seg_ref = tl.where(prev >= 0, tl.load(seg_ptr + bi * Lp + tl.maximum(prev, 0)), 0)
+        _block_out(
+            tl.trans(S), ref_cum, ref_lo, seg_ref, x_ptr, z_ptr, cb_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr,
+            D_ptr, out_ptr, ypre_ptr, bi, ci, hi, mb, rp, l, h, p, n, Lp, hg,
+            sx_b, sx_l, sx_h, sx_p, sz_b, sz_l, sz_h, sz_p, sC_b, sC_l, sC_g, sC_n, so_b, so_l, so_h, so_p,
+            sD_h, sD_p, Q, BM, BN, True, HAS_Z, HAS_D, STORE_YPRE, HAS_SEG, CUM_LO, PREC, UPCAST,
+        )  # fmt: skip
+        # the state after the block: decayed across it (0 if a new segment starts in it), plus its tokens
+        end = ci * Q + t0 + BM - 1
+        log_decay = tl.load(cum_ptr + row + end) - ref_cum
+        if CUM_LO:
+            log_decay += tl.load(cumlo_ptr + row + end) - ref_lo
+        decay = exp_fast(log_decay)
+        if HAS_SEG:
+            decay = tl.where(tl.load(seg_ptr + bi * Lp + end) == seg_ref, decay, 0.0)
+        S = _chunk_state_acc(
+            S * decay, x_ptr, B_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, bi, ci, t0, hi, rp, rn,
+            l, h, p, n, Lp, hg, sx_b, sx_l, sx_h, sx_p, sB_b, sB_l, sB_g, sB_n,
+            Q, BM, BM, True, HAS_SEG, CUM_LO, PREC, UPCAST,
+        )  # fmt: skip
+    return S
+
+
 # settable by benchmarks and tests: the fused kernel takes a call from this many programs on (b * h * p-blocks);
-# 0 sends every call to it, a huge number none. H200, W2 forward (h 64, p 64, n 128): 2.62 ms at 256-4,096 programs
-# (L 16K-1K) against 3.08-3.18 staged; 8.94 at 64 programs (L 64K, b 1) against 3.08 staged.
+# 0 sends every call to it, a huge number none. H200, W2 forward (h 64, p 64, n 128), measured before the block
+# steps: 2.62 ms at 256-4,096 programs (L 16K-1K) against 3.08-3.18 staged; 8.94 at 64 (L 64K, b 1) against 3.08.
 FUSED_MIN_PROGRAMS = 256
-BLOCK_M = 64  # rows per output block
-BLOCK_K = 128  # rows per step of the state update (H200, W2 at 4K: 2.59 ms against 2.61 at 64, 2.71 at 32)
+BLOCK_M = 64  # tokens per block (H200, W2: 1.98 ms against 2.20 at 32; 2.59 with one step a chunk)
 LAUNCH = {"num_warps": 4, "num_stages": 1}  # H200, W2: 8 warps 5.0 ms against 2.6
 
 
@@ -109,7 +155,7 @@ def ssd_fused_fwd(x, z, cb, B, C, dtp, cum, cum_lo, segp, initial_state, D, Q, p
         out, ypre if ypre is not None else out, enter if enter is not None else final, final,
         l, h, p, n, Lp, h // g,
         *x.stride(), *zz.stride(), *B.stride(), *C.stride(), *out.stride(), *sD,
-        Q=Q, BM=min(BLOCK_M, Q), BK=min(BLOCK_K, Q), BP=BP, BN=BN, HAS_Z=z is not None, HAS_D=D is not None,
+        Q=Q, BM=min(BLOCK_M, Q), BP=BP, BN=BN, HAS_Z=z is not None, HAS_D=D is not None,
         STORE_YPRE=store_ypre, HAS_SEG=segp is not None, CUM_LO=cum_lo is not None, PREC=prec,
         UPCAST=upcast_dots(x.dtype), HAS_INIT=initial_state is not None, STORE_ENTER=store_enter,
         **LAUNCH,

@@ -1,16 +1,19 @@
 """SSD Triton stages 1 + 4 fused: the output of each chunk, with the skip term D and the silu(z) gate.
 
-One program owns BM rows (tokens t) of one chunk, one head and a block of the head dim:
+`_block_out` computes the output of BM tokens t of one chunk and head from a state S before them (cum as in
+triton_cumsum; ref = cum of the token before the state's position, 0 at the chunk's start):
 
-    y_t = exp(cum_t) C_t S_k^T                                      (the entering state, stage 4)
-        + sum_{s <= t in the chunk} exp(cum_t - cum_s) (C_t . B_s) dt_s x_s     (the dual form, stage 1)
+    y_t = exp(cum_t - ref) C_t S^T                                      (the state, stage 4)
+        + sum_{s <= t, s after the state} exp(cum_t - cum_s) (C_t . B_s) dt_s x_s     (the dual form, stage 1)
         + D x_t;            out_t = y_t * silu(z_t)
 
-The dual form runs block by block over s <= t (the blocks above the diagonal are skipped) with C_t . B_s read
-from triton_cb (computed once per chunk and group). The weights M_ts = exp(cum_t - cum_s) (C_t . B_s) dt_s are
-formed in fp32 and, with bf16 inputs, meet x_s as two bf16 parts (_dot_hilo): rounded once to bf16, M put y at
-0.94 of the tolerance rule's bound at W2's size on the H200 (0.77 -> 0.39 in the interpreter at h 64, L 2048).
-The entering state's term keeps 16 bits of the fp32 state the same way. fp32 inputs: exact fp32 products.
+This module's kernel runs it on every (chunk, block of BM rows) in parallel from the state entering the chunk
+(triton_state), so the dual form covers every block of s up to the diagonal. triton_fused steps the state across
+each block instead, so it needs only the diagonal block. C_t . B_s is read from triton_cb (once per chunk and
+group). The weights M_ts = exp(cum_t - cum_s) (C_t . B_s) dt_s are formed in fp32 and, with bf16 inputs, meet x_s
+as two bf16 parts (_dot_hilo): rounded once to bf16, M put y at 0.94 of the tolerance rule's bound at W2's size on
+the H200 (0.77 -> 0.39 in the interpreter at h 64, L 2048). The state's term keeps 16 bits of the fp32 state the
+same way. fp32 inputs: exact fp32 products.
 """
 
 from __future__ import annotations
@@ -45,25 +48,33 @@ def _chunk_scan_fwd_kernel(
         mask=(rn < n)[:, None] & (rp < p)[None, :],
         other=0.0,
     )
-    _rows_out(
-        S_T, x_ptr, z_ptr, cb_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, D_ptr, out_ptr, ypre_ptr,
-        bi, ci, hi, pid_m, rp, l, h, p, n, Lp, hg,
+    seg_before = 0
+    if HAS_SEG:
+        _, seg_before = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
+    _block_out(
+        S_T, 0.0, 0.0, seg_before, x_ptr, z_ptr, cb_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, D_ptr,
+        out_ptr, ypre_ptr, bi, ci, hi, pid_m, rp, l, h, p, n, Lp, hg,
         sx_b, sx_l, sx_h, sx_p, sz_b, sz_l, sz_h, sz_p, sC_b, sC_l, sC_g, sC_n, so_b, so_l, so_h, so_p, sD_h, sD_p,
-        Q, BM, BN, HAS_Z, HAS_D, STORE_YPRE, HAS_SEG, CUM_LO, PREC, UPCAST,
+        Q, BM, BN, False, HAS_Z, HAS_D, STORE_YPRE, HAS_SEG, CUM_LO, PREC, UPCAST,
     )  # fmt: skip
 
 
 @triton.jit
-def _rows_out(
-    S_T, x_ptr, z_ptr, cb_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, D_ptr, out_ptr, ypre_ptr,
-    bi, ci, hi, pid_m, rp, l, h, p, n, Lp, hg,
+def _block_out(
+    S_T, ref_cum, ref_lo, seg_ref, x_ptr, z_ptr, cb_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, D_ptr,
+    out_ptr, ypre_ptr, bi, ci, hi, pid_m, rp, l, h, p, n, Lp, hg,
     sx_b, sx_l, sx_h, sx_p, sz_b, sz_l, sz_h, sz_p, sC_b, sC_l, sC_g, sC_n, so_b, so_l, so_h, so_p, sD_h, sD_p,
-    Q: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, HAS_Z: tl.constexpr, HAS_D: tl.constexpr,
-    STORE_YPRE: tl.constexpr, HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr,
-    UPCAST: tl.constexpr,
+    Q: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, SUB: tl.constexpr, HAS_Z: tl.constexpr,
+    HAS_D: tl.constexpr, STORE_YPRE: tl.constexpr, HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
-    """Rows pid_m * BM + [0, BM) of chunk ci, head hi, head-dim columns rp: out (and y before the gate) from the
-    entering state S_T (BN, len(rp)) fp32, the state's transpose."""
+    """Tokens pid_m * BM + [0, BM) of chunk ci, head hi, head-dim columns rp: out (and y before the gate) from S_T
+    (BN, len(rp)) fp32, a state's transpose, and the dual form of the tokens after it.
+
+    SUB: S_T is the state after the token before these (only their own block takes the dual form); else the state
+    entering the chunk (every block of s up to the diagonal does). ref_cum (+ ref_lo) is cum at the token before
+    the state's position (0 at the chunk's start), seg_ref that token's segment: rows of another segment do not
+    see the state."""
     nc = Lp // Q
     gi = hi // hg
     row = (bi * h + hi) * Lp
@@ -80,20 +91,21 @@ def _rows_out(
     cum_t = tl.load(cum_ptr + row + rm)
     if CUM_LO:
         lo_t = tl.load(cumlo_ptr + row + rm)
-        e_t = exp_fast(cum_t + lo_t)
+        e_t = exp_fast((cum_t - ref_cum) + (lo_t - ref_lo))
     else:
-        e_t = exp_fast(cum_t)
+        e_t = exp_fast(cum_t - ref_cum)
     if HAS_SEG:
         seg_t = tl.load(seg_ptr + bi * Lp + rm)
-        _, seg_before = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
-        e_t = tl.where(seg_t == seg_before, e_t, 0.0)
+        e_t = tl.where(seg_t == seg_ref, e_t, 0.0)
 
-    # stage 4: the entering state
+    # stage 4: the state before these rows
     acc = _dot_hilo(Ct, S_T, PREC, UPCAST) * e_t[:, None]  # (BM, BP)
 
-    # stage 1: blocks of s at or below the diagonal
+    # stage 1: blocks of s at or below the diagonal, after the state's position. With SUB a loop of one block
+    # still: as straight-line code the compiler hoists its loads above the state's product and the fused forward ran
+    # 3-5% slower (H200, W2)
     cb_row = cb_ptr + ((bi * nc + ci) * (h // hg) + gi) * Q * Q + lm[:, None] * Q
-    for k in range(0, (pid_m + 1) * BM, BM):
+    for k in range(pid_m * BM if SUB else 0, (pid_m + 1) * BM, BM):
         ls = k + tl.arange(0, BM)
         rs = ci * Q + ls
         causal = lm[:, None] >= ls[None, :]
@@ -154,8 +166,7 @@ def chunk_scan_fwd(x, z, cb, C, dtp, cum, cum_lo, segp, enter, D, Q, prec, store
         l, h, p, n, Lp, h // g,
         *x.stride(), *zz.stride(), *C.stride(), *out.stride(), *sD,
         Q=Q, BM=BM, BP=BP, BN=BN, HAS_Z=z is not None, HAS_D=D is not None, STORE_YPRE=store_ypre,
-        HAS_SEG=segp is not None, CUM_LO=cum_lo is not None, PREC=prec,
-        UPCAST=upcast_dots(x.dtype),
+        HAS_SEG=segp is not None, CUM_LO=cum_lo is not None, PREC=prec, UPCAST=upcast_dots(x.dtype),
         **LAUNCH,
     )  # fmt: skip
     return out, ypre

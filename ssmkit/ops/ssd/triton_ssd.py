@@ -3,7 +3,8 @@
 Forward:  triton_cumsum (dt transform, cumulative decay per chunk) -> triton_cb (C_t . B_s per chunk and group,
 kept for the backward) -> triton_state (chunk states in parallel, then the passing; the state entering each
 chunk) -> triton_scan (chunk outputs, D, silu(z)). When b * h programs fill the GPU, triton_fused does the last
-two in one kernel that walks the chunks in order (the same arithmetic).
+two in one kernel that walks the chunks in order, stepping the state every 64 tokens (the same results up to the
+order of fp32 sums).
 Backward: silu(z) gate in torch -> triton_state (each chunk's d of its entering state, then the reverse passing:
 d of the state after each chunk, d initial_state) -> triton_bwd (dCB, dx, dB, dC, d dt, d cum) -> triton_cumsum
 backward (d dt through softplus and the limit, dA, d dt_bias).

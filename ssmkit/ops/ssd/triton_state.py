@@ -115,8 +115,8 @@ def _chunk_state_kernel(
     rn = pid_n * BN + tl.arange(0, BN)
     acc = _chunk_state_acc(
         tl.zeros((BP, BN), dtype=tl.float32), u_ptr, V_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr,
-        bi, ci, hi, rp, rn, l, h, p, n, Lp, hg, su_b, su_l, su_h, su_p, sV_b, sV_l, sV_g, sV_n,
-        Q, BK, TO_END, HAS_SEG, CUM_LO, PREC, UPCAST,
+        bi, ci, 0, hi, rp, rn, l, h, p, n, Lp, hg, su_b, su_l, su_h, su_p, sV_b, sV_l, sV_g, sV_n,
+        Q, Q, BK, TO_END, HAS_SEG, CUM_LO, PREC, UPCAST,
     )  # fmt: skip
     out_at = ((bi * nc + ci) * h + hi) * p * n + rp[:, None] * n + rn[None, :]
     tl.store(out_ptr + out_at, acc, mask=(rp < p)[:, None] & (rn < n)[None, :])
@@ -125,23 +125,25 @@ def _chunk_state_kernel(
 @triton.jit
 def _chunk_state_acc(
     acc, u_ptr, V_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr,
-    bi, ci, hi, rp, rn, l, h, p, n, Lp, hg, su_b, su_l, su_h, su_p, sV_b, sV_l, sV_g, sV_n,
-    Q: tl.constexpr, BK: tl.constexpr, TO_END: tl.constexpr, HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr,
+    bi, ci, t0, hi, rp, rn, l, h, p, n, Lp, hg, su_b, su_l, su_h, su_p, sV_b, sV_l, sV_g, sV_n,
+    Q: tl.constexpr, SPAN: tl.constexpr, BK: tl.constexpr, TO_END: tl.constexpr, HAS_SEG: tl.constexpr,
+    CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
-    """acc (BP, BN) + chunk ci's weighted outer products for head hi, rows rp of p and columns rn of n: st[k]
-    (TO_END) or loc[k] (see the module docstring)."""
+    """acc (BP, BN) + the weighted outer products of tokens t0 + [0, SPAN) of chunk ci for head hi, rows rp of p
+    and columns rn of n: st[k] (TO_END: weights to the span's last token) or loc[k] (the whole chunk, t0 = 0; see
+    the module docstring)."""
     gi = hi // hg
     row = (bi * h + hi) * Lp  # this head's row of the (b, h, Lp) dt / cum arrays
     pmask, nmask = rp < p, rn < n
-    last = row + ci * Q + Q - 1
+    last = row + ci * Q + t0 + SPAN - 1
     if TO_END:
         cum_last = tl.load(cum_ptr + last)
         if CUM_LO:
             lo_last = tl.load(cumlo_ptr + last)
     if HAS_SEG:
-        seg_last, seg_before = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
-    for k in range(0, Q, BK):
+        seg_last = tl.load(seg_ptr + bi * Lp + ci * Q + t0 + SPAN - 1)
+        _, seg_before = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
+    for k in range(t0, t0 + SPAN, BK):
         rt = ci * Q + k + tl.arange(0, BK)
         cum_t = tl.load(cum_ptr + row + rt)
         if TO_END:
