@@ -48,28 +48,29 @@ def _ssd_fused_fwd_kernel(
     nc = Lp // Q
     rp = pid_p * BP + tl.arange(0, BP)
     rn = tl.arange(0, BN)
-    pn_mask = (rp < p)[:, None] & (rn < n)[None, :]
-    at = rp[:, None] * n + rn[None, :]  # (BP, BN) within one (p, n) state
+    # the state is kept as its transpose S^T (BN, BP): the output's product reads it so, and the step writes it so
+    np_mask = (rn < n)[:, None] & (rp < p)[None, :]
+    at = rp[None, :] * n + rn[:, None]  # (BN, BP) within one (p, n) state
     if HAS_INIT:
-        S = tl.load(init_ptr + pid_bh * p * n + at, mask=pn_mask, other=0.0)
+        S_T = tl.load(init_ptr + pid_bh * p * n + at, mask=np_mask, other=0.0)
     else:
-        S = tl.zeros((BP, BN), dtype=tl.float32)
+        S_T = tl.zeros((BN, BP), dtype=tl.float32)
     for ci in range(0, nc):
         if STORE_ENTER:
-            tl.store(enter_ptr + ((bi * nc + ci) * h + hi) * p * n + at, S, mask=pn_mask)
-        S = _chunk_out(
-            S, x_ptr, z_ptr, cb_ptr, B_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, D_ptr, out_ptr, ypre_ptr,
+            tl.store(enter_ptr + ((bi * nc + ci) * h + hi) * p * n + at, S_T, mask=np_mask)
+        S_T = _chunk_out(
+            S_T, x_ptr, z_ptr, cb_ptr, B_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, D_ptr, out_ptr, ypre_ptr,
             bi, ci, hi, rp, rn, l, h, p, n, Lp, hg,
             sx_b, sx_l, sx_h, sx_p, sz_b, sz_l, sz_h, sz_p, sB_b, sB_l, sB_g, sB_n, sC_b, sC_l, sC_g, sC_n,
             so_b, so_l, so_h, so_p, sD_h, sD_p,
             Q, BM, BN, HAS_Z, HAS_D, STORE_YPRE, HAS_SEG, CUM_LO, PREC, UPCAST,
         )  # fmt: skip
-    tl.store(final_ptr + pid_bh * p * n + at, S, mask=pn_mask)
+    tl.store(final_ptr + pid_bh * p * n + at, S_T, mask=np_mask)
 
 
 @triton.jit
 def _chunk_out(
-    S, x_ptr, z_ptr, cb_ptr, B_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, D_ptr, out_ptr, ypre_ptr,
+    S_T, x_ptr, z_ptr, cb_ptr, B_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, D_ptr, out_ptr, ypre_ptr,
     bi, ci, hi, rp, rn, l, h, p, n, Lp, hg,
     sx_b, sx_l, sx_h, sx_p, sz_b, sz_l, sz_h, sz_p, sB_b, sB_l, sB_g, sB_n, sC_b, sC_l, sC_g, sC_n,
     so_b, so_l, so_h, so_p, sD_h, sD_p,
@@ -77,8 +78,8 @@ def _chunk_out(
     STORE_YPRE: tl.constexpr, HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr,
     UPCAST: tl.constexpr,
 ):  # fmt: skip
-    """Chunk ci's out (and y before the gate) for head hi, head-dim rows rp, from S (len(rp), len(rn)) fp32 the
-    state entering it; returns the state after the chunk."""
+    """Chunk ci's out (and y before the gate) for head hi, head-dim rows rp, from S_T (len(rn), len(rp)) fp32 the
+    transpose of the state entering it; returns the transpose of the state after the chunk."""
     row = (bi * h + hi) * Lp
     for mb in range(0, Q // BM):
         # ref: cum and segment of the token before the block (0 before the sequence, as in _chunk_segments)
@@ -92,7 +93,7 @@ def _chunk_out(
         if HAS_SEG:
             seg_ref = tl.where(prev >= 0, tl.load(seg_ptr + bi * Lp + tl.maximum(prev, 0)), 0)
         _block_out(
-            tl.trans(S), ref_cum, ref_lo, seg_ref, x_ptr, z_ptr, cb_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr,
+            S_T, ref_cum, ref_lo, seg_ref, x_ptr, z_ptr, cb_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr,
             D_ptr, out_ptr, ypre_ptr, bi, ci, hi, mb, rp, l, h, p, n, Lp, hg,
             sx_b, sx_l, sx_h, sx_p, sz_b, sz_l, sz_h, sz_p, sC_b, sC_l, sC_g, sC_n, so_b, so_l, so_h, so_p,
             sD_h, sD_p, Q, BM, BN, True, HAS_Z, HAS_D, STORE_YPRE, HAS_SEG, CUM_LO, PREC, UPCAST,
@@ -105,12 +106,12 @@ def _chunk_out(
         decay = exp_fast(log_decay)
         if HAS_SEG:
             decay = tl.where(tl.load(seg_ptr + bi * Lp + end) == seg_ref, decay, 0.0)
-        S = _chunk_state_acc(
-            S * decay, x_ptr, B_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, bi, ci, t0, hi, rp, rn,
+        S_T = _chunk_state_acc(
+            S_T * decay, x_ptr, B_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, bi, ci, t0, hi, rp, rn,
             l, h, p, n, Lp, hg, sx_b, sx_l, sx_h, sx_p, sB_b, sB_l, sB_g, sB_n,
-            Q, BM, BM, True, HAS_SEG, CUM_LO, PREC, UPCAST,
+            Q, BM, BM, True, HAS_SEG, CUM_LO, PREC, UPCAST, True,
         )  # fmt: skip
-    return S
+    return S_T
 
 
 # settable by benchmarks and tests: the fused kernel takes a call from this many programs on (b * h * p-blocks);

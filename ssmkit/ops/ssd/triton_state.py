@@ -116,7 +116,7 @@ def _chunk_state_kernel(
     acc = _chunk_state_acc(
         tl.zeros((BP, BN), dtype=tl.float32), u_ptr, V_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr,
         bi, ci, 0, hi, rp, rn, l, h, p, n, Lp, hg, su_b, su_l, su_h, su_p, sV_b, sV_l, sV_g, sV_n,
-        Q, Q, BK, TO_END, HAS_SEG, CUM_LO, PREC, UPCAST,
+        Q, Q, BK, TO_END, HAS_SEG, CUM_LO, PREC, UPCAST, False,
     )  # fmt: skip
     out_at = ((bi * nc + ci) * h + hi) * p * n + rp[:, None] * n + rn[None, :]
     tl.store(out_ptr + out_at, acc, mask=(rp < p)[:, None] & (rn < n)[None, :])
@@ -127,11 +127,11 @@ def _chunk_state_acc(
     acc, u_ptr, V_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr,
     bi, ci, t0, hi, rp, rn, l, h, p, n, Lp, hg, su_b, su_l, su_h, su_p, sV_b, sV_l, sV_g, sV_n,
     Q: tl.constexpr, SPAN: tl.constexpr, BK: tl.constexpr, TO_END: tl.constexpr, HAS_SEG: tl.constexpr,
-    CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, TRANSPOSED: tl.constexpr,
 ):  # fmt: skip
     """acc (BP, BN) + the weighted outer products of tokens t0 + [0, SPAN) of chunk ci for head hi, rows rp of p
     and columns rn of n: st[k] (TO_END: weights to the span's last token) or loc[k] (the whole chunk, t0 = 0; see
-    the module docstring)."""
+    the module docstring). TRANSPOSED: acc and the result are (BN, BP)."""
     gi = hi // hg
     row = (bi * h + hi) * Lp  # this head's row of the (b, h, Lp) dt / cum arrays
     pmask, nmask = rp < p, rn < n
@@ -173,7 +173,10 @@ def _chunk_state_acc(
         )  # (BK, BN)
         uw = us.to(tl.float32) * w[:, None]
         # 16 bits of x dt decay / dy decay: rounded once to bf16, final_state missed the tolerance rule at p 128, n 256
-        acc += _dot_hilo(tl.trans(uw), Vs, PREC, UPCAST)
+        if TRANSPOSED:
+            acc += _dot_hilo(tl.trans(Vs), uw, PREC, UPCAST)
+        else:
+            acc += _dot_hilo(tl.trans(uw), Vs, PREC, UPCAST)
     return acc
 
 
