@@ -9,7 +9,7 @@ start; end = the block's last token):
 
 Stepping the state every BM tokens instead of once a chunk leaves the dual form only the (BM, BM) diagonal
 blocks, whose scores are formed elementwise (exp, the CB load, the two-part rounding), while the state steps are
-plain products: H200, W2 (chunk 256) forward 2.59 -> 1.98 ms. The chunk states are never written and read back,
+plain products: H200, W2 (chunk 256) forward 2.59 -> 1.87-1.90 ms. The chunk states are never written and read back,
 and the passing between chunks costs no pass over memory (the staged path writes each chunk's state, passes over
 them in place and reads them again: at W2's size 1 GiB of fp32 states). The state entering each chunk is still
 written when the backward needs it (STORE_ENTER), at the chunk boundaries the backward works on.
@@ -118,7 +118,7 @@ def _chunk_out(
 # 0 sends every call to it, a huge number none. H200, W2 forward (h 64, p 64, n 128), measured before the block
 # steps: 2.62 ms at 256-4,096 programs (L 16K-1K) against 3.08-3.18 staged; 8.94 at 64 (L 64K, b 1) against 3.08.
 FUSED_MIN_PROGRAMS = 256
-BLOCK_M = 64  # tokens per block (H200, W2: 1.98 ms against 2.20 at 32; 2.59 with one step a chunk)
+BLOCK_M = 64  # tokens per block (H200, W2 at 1K: 1.98 ms against 2.21 at 32, before S was kept transposed)
 LAUNCH = {"num_warps": 4, "num_stages": 1}  # H200, W2: 8 warps 5.0 ms against 2.6
 
 
