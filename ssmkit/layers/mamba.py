@@ -24,6 +24,7 @@ from torch import nn
 from ..ops.causal_conv1d import causal_conv1d_update
 from ..ops.selective_scan import selective_scan_step
 from .mamba_inner import mamba_branch, mamba_inner, ssm_inputs
+from .splits import split_linear
 
 
 @dataclass
@@ -104,13 +105,15 @@ class Mamba(nn.Module):
     def forward(self, x: torch.Tensor, state: MambaState | None = None, *, seq_idx: torch.Tensor | None = None):
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x: expected shape (b, l, d_model={self.d_model}), got {tuple(x.shape)}")
-        xz = self.in_proj(x)  # (b, l, 2 d_inner)
         weights = self._branch_weights()
         backend = self.config.backend
         out_wb = (self.out_proj.weight, self.out_proj.bias)
-        training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (xz, *weights, *out_wb))
+        needs_grad = (x, *self.in_proj.parameters(), *weights, *out_wb)
+        training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in needs_grad)
         if self.config.fused and training and state is None and seq_idx is None:
-            return mamba_inner(xz, *weights, *out_wb, backend=backend), None
+            xi, z = split_linear(self.in_proj, x, [self.d_inner, self.d_inner])  # (b, l, d_inner) each
+            return mamba_inner(xi, z, *weights, *out_wb, backend=backend), None
+        xz = self.in_proj(x)  # (b, l, 2 d_inner)
         with_state = state is not None
         y, conv_final, ssm_final = mamba_branch(
             xz,

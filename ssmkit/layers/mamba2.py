@@ -23,6 +23,7 @@ from ..ops.causal_conv1d import causal_conv1d, causal_conv1d_update
 from ..ops.ssd import ssd, ssd_step
 from .mamba import init_dt_bias
 from .norm import GatedRMSNorm
+from .splits import split_joined, split_linear
 
 
 @dataclass
@@ -102,15 +103,15 @@ class Mamba2(nn.Module):
             p._no_weight_decay = True
         self.dt_bias._no_reinit = True
 
-    def _split(self, zxbcdt: torch.Tensor):
-        di, gn = self.d_inner, self.config.ngroups * self.config.d_state
-        return zxbcdt.split([di, di + 2 * gn, self.nheads], dim=-1)  # z, xBC, dt
+    def _in_proj_split(self, u: torch.Tensor):
+        """u (..., d_model) -> z (..., d_inner), xBC (..., conv_dim), dt (..., H): in_proj's output in pieces."""
+        return split_linear(self.in_proj, u, [self.d_inner, self.conv_dim, self.nheads])
 
     def _split_xbc(self, xbc: torch.Tensor):
         """(..., conv_dim) -> x (..., H, P), B and C (..., G, N)."""
         cfg = self.config
         gn = cfg.ngroups * cfg.d_state
-        x, B, C = xbc.split([self.d_inner, gn, gn], dim=-1)
+        x, B, C = split_joined(xbc, [self.d_inner, gn, gn])
         lead = xbc.shape[:-1]
         return (
             x.reshape(*lead, self.nheads, cfg.headdim),
@@ -123,7 +124,7 @@ class Mamba2(nn.Module):
             raise ValueError(f"x: expected shape (b, l, d_model={self.d_model}), got {tuple(x.shape)}")
         cfg = self.config
         b, l, _ = x.shape
-        z, xbc, dt = self._split(self.in_proj(x))
+        z, xbc, dt = self._in_proj_split(x)
         with_state = state is not None
         xbc, conv_final = causal_conv1d(
             xbc,
@@ -168,7 +169,7 @@ class Mamba2(nn.Module):
         if x_t.dim() != 2 or x_t.shape[-1] != self.d_model:
             raise ValueError(f"x_t: expected shape (b, d_model={self.d_model}), got {tuple(x_t.shape)}")
         cfg = self.config
-        z, xbc, dt = self._split(self.in_proj(x_t))
+        z, xbc, dt = self._in_proj_split(x_t)
         conv_w = self.conv1d.weight[:, 0, :]
         xbc, conv = causal_conv1d_update(xbc, state.conv, conv_w, self.conv1d.bias, "silu", backend=cfg.backend)
         xs, B, C = self._split_xbc(xbc)

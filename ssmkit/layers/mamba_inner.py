@@ -170,28 +170,29 @@ class _GradSeed(torch.autograd.Function):
 
 
 class MambaInnerFn(torch.autograd.Function):
-    """xz -> out_proj(mamba_branch(xz)), keeping xz and the weights only (see the module docstring)."""
+    """(xi, z) -> out_proj(mamba_branch(xz)), keeping xi, z and the weights only (see the module docstring)."""
 
     @staticmethod
-    def forward(ctx, xz, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, out_w, out_b, backend):
-        branch_in = (xz, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D)
+    def forward(ctx, xi, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, out_w, out_b, backend):
+        branch_in = (xi, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D)
         # detached: nested ops see no input that needs grad, so none of them keeps anything for a backward
-        detached = [None if t is None else t.detach() for t in branch_in]
-        y, _, _ = mamba_branch(*detached, backend=backend)  # (b, l, E)
+        xi_, z_, conv_w_, conv_b_, *ssm_weights = [None if t is None else t.detach() for t in branch_in]
+        xc, _ = conv_branch(xi_, conv_w_, conv_b_, backend=backend)  # (b, l, E)
+        y, _ = ssm_branch(xc, z_, *ssm_weights, backend=backend)  # (b, l, E)
+        del xc
         out = F.linear(y, out_w.detach(), None if out_b is None else out_b.detach())  # (b, l, D)
         ctx.save_for_backward(*branch_in, out_w, out_b)
         ctx.backend = backend
-        ctx.device_type = xz.device.type
-        ctx.autocast = _autocast_state(xz.device.type)
+        ctx.device_type = xi.device.type
+        ctx.autocast = _autocast_state(xi.device.type)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout):
-        xz, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, out_w, out_b = ctx.saved_tensors
+        xi, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, out_w, out_b = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        E = xz.shape[-1] // 2
-        xz = xz.detach()
+        E = xi.shape[-1]
         enabled, dtype, cache = ctx.autocast
 
         def autocast():
@@ -200,12 +201,12 @@ class MambaInnerFn(torch.autograd.Function):
         # In stages, so that what each stage keeps is freed before the next (peak memory is the point here).
         # 1. the conv output, without a graph: nothing of the conv is held through the scan's backward
         with torch.no_grad(), autocast():
-            xc, _ = conv_branch(xz[..., :E], conv_w, conv_b, backend=ctx.backend)  # (b, l, E)
-        # 2. x_proj, dt_proj and the scan again, with their graph; z is read in place from xz
-        need_dxc = any(needs[:3])  # xz's or the conv weights' gradients go through d xc
+            xc, _ = conv_branch(xi, conv_w, conv_b, backend=ctx.backend)  # (b, l, E)
+        # 2. x_proj, dt_proj and the scan again, with their graph; z is read in place (in_proj's output)
+        need_dxc = needs[0] or any(needs[2:4])  # xi's or the conv weights' gradients go through d xc
         xc.requires_grad_(need_dxc)
-        z = xz[..., E:].requires_grad_(needs[0])
-        ssm_weights = [_leaf(t, need) for t, need in zip((x_proj_w, dt_proj_w, dt_bias, A_log, D), needs[3:8])]
+        z = _leaf(z, needs[1])
+        ssm_weights = [_leaf(t, need) for t, need in zip((x_proj_w, dt_proj_w, dt_bias, A_log, D), needs[4:9])]
         with torch.enable_grad(), autocast():
             y, _ = ssm_branch(xc, z, *ssm_weights, backend=ctx.backend)  # (b, l, E)
         # out_proj's backward by hand: its matmuls ran in dout's dtype (the autocast dtype under autocast)
@@ -215,27 +216,27 @@ class MambaInnerFn(torch.autograd.Function):
         del dy
         dout2 = dout.reshape(-1, dout.shape[-1])  # (b l, D)
         d_out_w = None
-        if needs[8]:
+        if needs[9]:
             d_out_w = (dout2.t() @ y.detach().reshape(-1, E).to(dout.dtype)).to(out_w.dtype)  # (D, E)
-        d_out_b = dout2.sum(0).to(out_b.dtype) if out_b is not None and needs[9] else None
+        d_out_b = dout2.sum(0).to(out_b.dtype) if out_b is not None and needs[10] else None
         del y  # y's memory is free during the scan's backward, as autograd frees it in the unfused layer
         dxc, dz, *d_ssm = _grads(seed, [xc, z, *ssm_weights], None)
         del xc, seed
         # 3. the conv's backward, on its forward run once more with a graph
-        dxz, d_conv = None, [None, None]
+        dxi, d_conv = None, [None, None]
         if need_dxc:
-            xi = xz[..., :E].requires_grad_(needs[0])
-            conv_weights = [_leaf(conv_w, needs[1]), _leaf(conv_b, needs[2])]
+            xi = _leaf(xi, needs[0])
+            conv_weights = [_leaf(conv_w, needs[2]), _leaf(conv_b, needs[3])]
             with torch.enable_grad(), autocast():
                 xc, _ = conv_branch(xi, *conv_weights, backend=ctx.backend)
             dxi, *d_conv = _grads(xc, [xi, *conv_weights], dxc)
-            if needs[0]:
-                dxz = torch.cat([dxi, dz], dim=-1)  # (b, l, 2E)
-        return (dxz, *d_conv, *d_ssm, d_out_w, d_out_b, None)
+        # d xi and d z go back separately: in_proj's split backward takes them piece by piece, without joining
+        return (dxi, dz, *d_conv, *d_ssm, d_out_w, d_out_b, None)
 
 
 def mamba_inner(
-    xz: torch.Tensor,
+    xi: torch.Tensor,
+    z: torch.Tensor,
     conv_weight: torch.Tensor,
     conv_bias: torch.Tensor | None,
     x_proj_weight: torch.Tensor,
@@ -248,11 +249,13 @@ def mamba_inner(
     *,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """out (b, l, D) = out_proj(mamba_branch(xz)) for xz (b, l, 2E); no states, no seq_idx.
+    """out (b, l, D) = out_proj(mamba_branch(xz)) for xz = [xi, z], xi and z (b, l, E) each (the halves of in_proj's
+    output, read in place); no states, no seq_idx.
 
-    Same values and gradients as the unfused ops; backward recomputes the branch from xz (see the module docstring).
+    Same values and gradients as the unfused ops; backward recomputes the branch from xi and z (see the module
+    docstring) and returns d xi and d z apart.
     """
     return MambaInnerFn.apply(
-        xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A_log, D, out_proj_weight, out_proj_bias,
-        backend,
+        xi, z, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_bias, A_log, D, out_proj_weight,
+        out_proj_bias, backend,
     )  # fmt: skip

@@ -17,6 +17,7 @@ import torch
 
 pytest.importorskip("triton")
 
+from ssmkit.ops._views import joined_view
 from ssmkit.ops.ssd import ssd
 from tests.rules import assert_by_rule, grads
 
@@ -229,6 +230,35 @@ def test_cu_seqlens(interpret):
     case = Case(b=1)
     cu_seqlens = torch.tensor([0, 5, 25, 26, 63], dtype=torch.int32)
     check(case, 63, 16, torch.bfloat16, interpret, seed=31, cu_seqlens=cu_seqlens)
+
+
+@pytest.mark.triton_interpret
+def test_split_inputs_get_their_gradients_in_one_buffer(interpret):
+    """x, B, C as side-by-side views of one tensor (Mamba-2 splits its conv output so): d x, d B, d C are right and
+    lie side by side in one buffer, which the layer's split hands back without a copy (ssmkit/layers/splits.py)."""
+    case = Case(b=2, h=2, p=16, g=1, n=16, z=False, init=False)
+    inputs = make_inputs(case, 40, seed=51)
+    widths = [case.h * case.p, case.g * case.n, case.g * case.n]
+    xbc = torch.cat([inputs.pop(k).flatten(2) for k in ("x", "B", "C")], dim=-1)  # (b, l, h p + 2 g n)
+    gy = torch.randn(case.b, 40, case.h, case.p, generator=torch.Generator().manual_seed(52), dtype=torch.float64)
+
+    def run_split(dtype, **kw):
+        x, B, C = xbc.to(dtype).requires_grad_().split(widths, dim=-1)
+        x, B, C = (
+            x.unflatten(-1, (case.h, case.p)),
+            B.unflatten(-1, (case.g, case.n)),
+            C.unflatten(-1, (case.g, case.n)),
+        )
+        rest = {k: v.to(dtype) for k, v in inputs.items()}
+        y = ssd(x, rest.pop("dt"), rest.pop("A"), B, C, **rest, **options(case), **kw)
+        return (y, *torch.autograd.grad(y, [x, B, C], gy.to(dtype)))
+
+    fast = run_split(torch.float32, chunk_size=16, backend="triton")
+    same = run_split(torch.float32, backend="reference")
+    exact = run_split(torch.float64, backend="reference")
+    for name, a, b, c in zip(("y", "grad x", "grad B", "grad C"), fast, same, exact):
+        assert_by_rule(name, a, b, c)
+    assert joined_view([d.flatten(2) for d in fast[1:]]) is not None
 
 
 @pytest.mark.triton_interpret

@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from .._triton_math import exp_fast
+from .._views import empty_like_pieces
 from .triton_cb import _pair
 from .triton_state import _chunk_segments, _dot, _dot32, _dot_hilo, _round_to, d_operand, upcast_dots
 
@@ -317,6 +318,19 @@ def _bwd_dbc_kernel(
     )
 
 
+def _grad_buffers(x, B, C):
+    """Empty d x, d B, d C. When x, B, C are side-by-side views of one tensor (Mamba-2 splits its conv output so),
+    their gradients are laid out alike in one buffer, which the layer's split then returns without a copy."""
+    try:
+        flat = [t.view(*t.shape[:2], -1) for t in (x, B, C)]  # (b, l, h p), (b, l, g n) twice, no copies
+    except RuntimeError:  # a layout that cannot be viewed so is no split of one tensor
+        flat = None
+    pieces = empty_like_pieces(flat) if flat is not None else None
+    if pieces is None:
+        return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (x, B, C))
+    return tuple(piece.view(t.shape) for piece, t in zip(pieces, (x, B, C)))
+
+
 def chunk_bwd(x, B, C, dy, dtp, cum, cum_lo, segp, cb, enter, dend, D, Q, prec):
     """-> dx, dB, dC (inputs' layouts and dtypes), d dt (b, h, Lp) fp32 (the direct part), d a (b, h, Lp) fp32 for
     a_u = dt_u A (the rectangle sums and the state's term), d cum (b, h, Lp) fp32 (terms still to be summed over
@@ -343,7 +357,7 @@ def chunk_bwd(x, B, C, dy, dtp, cum, cum_lo, segp, cb, enter, dend, D, Q, prec):
     )  # fmt: skip
 
     BS = min(BLOCK_S, Q)
-    dx = torch.empty_like(x, memory_format=torch.contiguous_format)
+    dx, dB, dC = _grad_buffers(x, B, C)
     ddt, wterm = torch.empty_like(dtp), torch.empty_like(dtp)
     dD = torch.empty(b * nc * (Q // BS), h, BP, device=x.device, dtype=torch.float32) if D is not None else None
     Dp, sD = d_operand(D, x)
@@ -358,8 +372,6 @@ def chunk_bwd(x, B, C, dy, dtp, cum, cum_lo, segp, cb, enter, dend, D, Q, prec):
     BR = min(BLOCK_R, Q)
     BN = max(16, min(BLOCK_N, BN_full))
     n_nblocks = triton.cdiv(n, BN)
-    dB = torch.empty_like(B, memory_format=torch.contiguous_format)
-    dC = torch.empty_like(C, memory_format=torch.contiguous_format)
     dcum = torch.empty(n_nblocks, b, h, Lp, device=x.device, dtype=torch.float32)
     _bwd_dbc_kernel[((Q // BR) * n_nblocks, b * nc * g)](
         x, B, C, dy, dtp, cum, cum_lo_, seg_, dcb, enter, dend, dB, dC, dcum,
