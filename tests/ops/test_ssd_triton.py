@@ -330,6 +330,16 @@ def test_cuda_sizes(case):
 
 @pytest.mark.cuda
 @cuda
+@both_paths
+@pytest.mark.parametrize("z", [False, True])
+def test_cuda_many_heads_per_group(z):
+    # 32 heads in a group, as W2 and the Mamba2 block have (64): Triton compiles the backward's loops over a group's
+    # heads differently when their count is a multiple of 16 (the dCB kernel once failed to compile only there)
+    check(Case(b=1, h=32, p=64, g=1, n=128, D="head", z=z, init=False), 600, 256, torch.bfloat16, "cuda", seed=8)
+
+
+@pytest.mark.cuda
+@cuda
 @pytest.mark.parametrize(("p", "n"), [(16, 128), (32, 128), (32, 256), (64, 16), (64, 256), (128, 64)])
 def test_cuda_fused_head_and_state_sizes(monkeypatch, p, n):
     # the one-kernel forward's state tile (p-block, n) at several shapes: p 16 / 32 with n 128 gave wrong outputs

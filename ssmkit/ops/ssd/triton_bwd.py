@@ -48,6 +48,69 @@ def _log_decay(cum_ptr, cumlo_ptr, at_t, at_s, CUM_LO: tl.constexpr):
 
 
 @triton.jit
+def _decay_from(cum_ptr, cumlo_ptr, at, at_ref, CUM_LO: tl.constexpr):
+    """exp(cum_at - cum_ref), fp32, for positions at and at_ref of which one is a vector and the other a scalar."""
+    diff = tl.load(cum_ptr + at) - tl.load(cum_ptr + at_ref)
+    if CUM_LO:
+        diff += tl.load(cumlo_ptr + at) - tl.load(cumlo_ptr + at_ref)
+    return exp_fast(diff)
+
+
+@triton.jit
+def _dcb_head(
+    dcb, cb, causal, x_ptr, dy_ptr, dtp_ptr, cum_ptr, cumlo_ptr, part_ptr, bi, ci, hi, tau, sig, i, lt, ls, rt, rs,
+    rp, pmask, l, h, nc, Lp, sx_b, sx_l, sx_h, sx_p, sy_b, sy_l, sy_h, sy_p,
+    Q: tl.constexpr, BT: tl.constexpr, DIAG: tl.constexpr, HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """Head hi's share of the tile pair (tau, sig) (DIAG: tau == sig): returns dcb + G and stores its d a parts."""
+    NB: tl.constexpr = Q // BT
+    row = (bi * h + hi) * Lp
+    dyt = tl.load(
+        dy_ptr + bi * sy_b + rt[:, None] * sy_l + hi * sy_h + rp[None, :] * sy_p,
+        mask=(rt < l)[:, None] & pmask[None, :],
+        other=0.0,
+    )  # (BT, BP)
+    xs = tl.load(
+        x_ptr + bi * sx_b + rs[:, None] * sx_l + hi * sx_h + rp[None, :] * sx_p,
+        mask=(rs < l)[:, None] & pmask[None, :],
+        other=0.0,
+    )  # (BS, BP)
+    G = _dot(dyt, tl.trans(xs.to(dyt.dtype)), PREC, UPCAST)  # (BT, BS): dy_t . x_s
+    dt_s = tl.load(dtp_ptr + row + rs)
+    if DIAG:
+        diff = _log_decay(cum_ptr, cumlo_ptr, row + rt, row + rs, CUM_LO)
+        # masked before exp: above the diagonal the exponent can be large and positive
+        G *= exp_fast(tl.where(causal, diff, float("-inf"))) * dt_s[None, :]
+    else:
+        # every s is before every t: L_ts = exp(cum_t - cum_t0) exp(cum_t0 - cum_s) with t0 the t-block's first
+        # row, both factors <= 1 (as the chunked form's own decays): BT + BT exps instead of BT * BT
+        t0 = row + ci * Q + tau * BT
+        r_t = _decay_from(cum_ptr, cumlo_ptr, row + rt, t0, CUM_LO)
+        c_s = _decay_from(cum_ptr, cumlo_ptr, t0, row + rs, CUM_LO) * dt_s
+        G *= r_t[:, None] * c_s[None, :]
+        if HAS_SEG:
+            G = tl.where(causal, G, 0.0)
+    # G (BT, BS): (dy_t . x_s) dt_s L_ts
+    W = G * cb
+    # d a_u over s < u <= t, the part in this tile pair, stored at part[tau', sigma', u] of this head:
+    # diagonal: sum_{t >= u} sum_{s < u} W_ts at [tau, tau]; below it, u in the s-block: prefix over s of the
+    # column sums at [tau, sigma]; u in the t-block: suffix over t of the row sums at [sigma, tau]
+    part = part_ptr + ((bi * h + hi) * nc + ci) * NB * NB * BT
+    if DIAG:
+        P = tl.cumsum(W, axis=1) - W
+        at_s = tl.sum(tl.where(lt[:, None] >= ls[None, :], P, 0.0), axis=0)
+        at_t = at_s  # both slots are [tau, tau]: the same values go there twice
+    else:
+        col = tl.sum(W, axis=0)
+        at_s = tl.cumsum(col, axis=0) - col
+        at_t = tl.cumsum(tl.sum(W, axis=1), axis=0, reverse=True)
+    tl.store(part + (tau * NB + sig) * BT + i, at_s)
+    tl.store(part + (sig * NB + tau) * BT + i, at_t)
+    return dcb + G
+
+
+@triton.jit
 def _bwd_dcb_kernel(
     x_ptr, dy_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, cb_ptr, dcb_ptr, part_ptr,
     l, h, p, Lp, hg, g,
@@ -57,7 +120,6 @@ def _bwd_dcb_kernel(
 ):  # fmt: skip
     pid_bcg = tl.program_id(0).to(tl.int64)
     tau, sig = _pair(tl.program_id(1))
-    NB: tl.constexpr = Q // BT
     nc = Lp // Q
     gi = pid_bcg % g
     bc = pid_bcg // g
@@ -72,41 +134,23 @@ def _bwd_dcb_kernel(
     cb = tl.load(cb_ptr + tile, mask=causal, other=0.0)
     if HAS_SEG:
         causal &= tl.load(seg_ptr + bi * Lp + rt)[:, None] == tl.load(seg_ptr + bi * Lp + rs)[None, :]
-    on_diagonal = tau == sig
     dcb = tl.zeros((BT, BT), dtype=tl.float32)
-    for j in range(hg):
-        hi = gi * hg + j
-        row = (bi * h + hi) * Lp
-        dyt = tl.load(
-            dy_ptr + bi * sy_b + rt[:, None] * sy_l + hi * sy_h + rp[None, :] * sy_p,
-            mask=(rt < l)[:, None] & pmask[None, :],
-            other=0.0,
-        )  # (BT, BP)
-        xs = tl.load(
-            x_ptr + bi * sx_b + rs[:, None] * sx_l + hi * sx_h + rp[None, :] * sx_p,
-            mask=(rs < l)[:, None] & pmask[None, :],
-            other=0.0,
-        )  # (BS, BP)
-        diff = _log_decay(cum_ptr, cumlo_ptr, row + rt, row + rs, CUM_LO)
-        # masked before exp: above the diagonal the exponent can be large and positive
-        G = _dot(dyt, tl.trans(xs.to(dyt.dtype)), PREC, UPCAST) * exp_fast(tl.where(causal, diff, float("-inf")))
-        G *= tl.load(dtp_ptr + row + rs)[None, :]  # (BT, BS): (dy_t . x_s) dt_s L_ts
-        dcb += G
-        W = G * cb
-        # d a_u over s < u <= t, the part in this tile pair, stored at part[tau', sigma', u] of this head:
-        # diagonal: sum_{t >= u} sum_{s < u} W_ts at [tau, tau]; below it, u in the s-block: prefix over s of the
-        # column sums at [tau, sigma]; u in the t-block: suffix over t of the row sums at [sigma, tau]
-        part = part_ptr + ((bi * h + hi) * nc + ci) * NB * NB * BT
-        if on_diagonal:
-            P = tl.cumsum(W, axis=1) - W
-            at_s = tl.sum(tl.where(lt[:, None] >= ls[None, :], P, 0.0), axis=0)
-            at_t = at_s  # both slots are [tau, tau]: the same values go there twice
-        else:
-            col = tl.sum(W, axis=0)
-            at_s = tl.cumsum(col, axis=0) - col
-            at_t = tl.cumsum(tl.sum(W, axis=1), axis=0, reverse=True)
-        tl.store(part + (tau * NB + sig) * BT + i, at_s)
-        tl.store(part + (sig * NB + tau) * BT + i, at_t)
+    # one loop per kind of tile pair: with the decay's branch (and its loads) inside the loop over heads, Triton
+    # 3.6's software pipeliner failed to compile the kernel for 16 or more heads per group (H200)
+    if tau == sig:
+        for j in range(hg):
+            dcb = _dcb_head(
+                dcb, cb, causal, x_ptr, dy_ptr, dtp_ptr, cum_ptr, cumlo_ptr, part_ptr, bi, ci, gi * hg + j, tau,
+                sig, i, lt, ls, rt, rs, rp, pmask, l, h, nc, Lp, sx_b, sx_l, sx_h, sx_p, sy_b, sy_l, sy_h, sy_p,
+                Q, BT, True, HAS_SEG, CUM_LO, PREC, UPCAST,
+            )  # fmt: skip
+    else:
+        for j in range(hg):
+            dcb = _dcb_head(
+                dcb, cb, causal, x_ptr, dy_ptr, dtp_ptr, cum_ptr, cumlo_ptr, part_ptr, bi, ci, gi * hg + j, tau,
+                sig, i, lt, ls, rt, rs, rp, pmask, l, h, nc, Lp, sx_b, sx_l, sx_h, sx_p, sy_b, sy_l, sy_h, sy_p,
+                Q, BT, False, HAS_SEG, CUM_LO, PREC, UPCAST,
+            )  # fmt: skip
     tl.store(dcb_ptr + tile, dcb)
 
 
@@ -146,19 +190,28 @@ def _bwd_dx_kernel(
     for k in range(pid_s * BS, Q, BS):
         lt = k + tl.arange(0, BS)
         rt = ci * Q + lt
-        causal = lt[None, :] >= ls[:, None]  # (BS, BT)
-        cbT = tl.load(cb_col + lt[None, :] * Q, mask=causal, other=0.0)
-        if HAS_SEG:
-            causal &= tl.load(seg_ptr + bi * Lp + rt)[None, :] == seg_s[:, None]
-        diffT = tl.load(cum_ptr + row + rt)[None, :] - cum_s[:, None]  # (BS, BT): cum_t - cum_s
-        if CUM_LO:
-            diffT += tl.load(cumlo_ptr + row + rt)[None, :] - lo_s[:, None]
+        if k == pid_s * BS:  # the diagonal block
+            causal = lt[None, :] >= ls[:, None]  # (BS, BT)
+            cbT = tl.load(cb_col + lt[None, :] * Q, mask=causal, other=0.0)
+            if HAS_SEG:
+                causal &= tl.load(seg_ptr + bi * Lp + rt)[None, :] == seg_s[:, None]
+            diffT = tl.load(cum_ptr + row + rt)[None, :] - cum_s[:, None]  # (BS, BT): cum_t - cum_s
+            if CUM_LO:
+                diffT += tl.load(cumlo_ptr + row + rt)[None, :] - lo_s[:, None]
+            MT = cbT * exp_fast(tl.where(causal, diffT, float("-inf")))
+        else:
+            # every t after every s: L_ts = exp(cum_t - cum_k) exp(cum_k - cum_s), both <= 1 (as in the dCB kernel)
+            MT = tl.load(cb_col + lt[None, :] * Q)
+            c_s = _decay_from(cum_ptr, cumlo_ptr, row + ci * Q + k, row + rs, CUM_LO)
+            r_t = _decay_from(cum_ptr, cumlo_ptr, row + rt, row + ci * Q + k, CUM_LO)
+            MT *= c_s[:, None] * r_t[None, :]
+            if HAS_SEG:
+                MT = tl.where(tl.load(seg_ptr + bi * Lp + rt)[None, :] == seg_s[:, None], MT, 0.0)
         dyt = tl.load(
             dy_ptr + bi * sy_b + rt[:, None] * sy_l + hi * sy_h + rp[None, :] * sy_p,
             mask=(rt < l)[:, None] & pmask[None, :],
             other=0.0,
         )  # (BT, BP)
-        MT = cbT * exp_fast(tl.where(causal, diffT, float("-inf")))
         # 16 bits of MT: rounding it to bf16 sums up in d dt_bias past the tolerance rule
         acc += _dot_hilo(MT, dyt, PREC, UPCAST)  # dy fp32 (with the silu(z) gate): tf32, else x's dtype
 
