@@ -34,8 +34,17 @@ BLOCK_T = 64  # tile of the dCB kernel
 BLOCK_S = 64  # rows s of the dx kernel
 BLOCK_R = 64  # rows of the dB / dC kernel
 BLOCK_N = 64  # state columns of the dB / dC kernel
-# H200, W2 (sweep of warps 2-8, stages 1-3): one stage for dx and dB / dC, Triton's default for dCB
-LAUNCH = {"dcb": {}, "dx": {"num_warps": 4, "num_stages": 1}, "dbc": {"num_warps": 4, "num_stages": 1}}
+# H200, W2 (sweep of warps 2-8, stages 1-3): one stage for dB / dC; Triton's default (3) for dCB, 2 at p > 64 (with
+# its two loops over heads, 3 stages asked 256 KiB of shared memory at p = 128); dx two stages (2.49 -> 2.39 ms at W2,
+# session 12) up to (p, n) tiles of DX_LARGE_TILE, one above (the larger tiles' shared memory)
+LAUNCH = {
+    "dcb": {},
+    "dcb_wide_heads": {"num_stages": 2},
+    "dx": {"num_warps": 4, "num_stages": 2},
+    "dx_large_tiles": {"num_warps": 4, "num_stages": 1},
+    "dbc": {"num_warps": 4, "num_stages": 1},
+}
+DX_LARGE_TILE = 64 * 128
 
 
 @triton.jit
@@ -406,7 +415,7 @@ def chunk_bwd(x, B, C, dy, dtp, cum, cum_lo, segp, cb, enter, dend, D, Q, prec):
         x, dy, dtp, cum, cum_lo_, seg_, cb, dcb, part,
         l, h, p, Lp, h // g, g, *x.stride(), *dy.stride(),
         Q=Q, BT=BT, BP=BP, HAS_SEG=segp is not None, CUM_LO=cum_lo is not None, PREC=prec, UPCAST=upcast,
-        **LAUNCH["dcb"],
+        **LAUNCH["dcb" if BP <= 64 else "dcb_wide_heads"],
     )  # fmt: skip
 
     BS = min(BLOCK_S, Q)
@@ -419,7 +428,7 @@ def chunk_bwd(x, B, C, dy, dtp, cum, cum_lo, segp, cb, enter, dend, D, Q, prec):
         l, h, p, n, Lp, h // g,
         *x.stride(), *B.stride(), *dy.stride(), *dx.stride(), *sD,
         Q=Q, BS=BS, BP=BP, BN=BN_full, HAS_D=D is not None, HAS_SEG=segp is not None, CUM_LO=cum_lo is not None,
-        PREC=prec, UPCAST=upcast, **LAUNCH["dx"],
+        PREC=prec, UPCAST=upcast, **LAUNCH["dx" if BP * BN_full <= DX_LARGE_TILE else "dx_large_tiles"],
     )  # fmt: skip
 
     BR = min(BLOCK_R, Q)
