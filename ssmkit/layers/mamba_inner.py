@@ -48,8 +48,13 @@ from ..ops.selective_scan import selective_scan
 
 def ssm_inputs(xc: torch.Tensor, x_proj_weight: torch.Tensor, dt_proj_weight: torch.Tensor, d_state: int):
     """xc: (..., E) conv output -> dt (..., E) before its bias, B and C (..., 1, N)."""
+    return _split_proj(F.linear(xc, x_proj_weight), dt_proj_weight, d_state)
+
+
+def _split_proj(proj: torch.Tensor, dt_proj_weight: torch.Tensor, d_state: int):
+    """x_proj's output (..., R + 2N) -> dt (..., E) before its bias, B and C (..., 1, N)."""
     rank = dt_proj_weight.shape[1]
-    dt, B, C = F.linear(xc, x_proj_weight).split([rank, d_state, d_state], dim=-1)
+    dt, B, C = proj.split([rank, d_state, d_state], dim=-1)
     dt = F.linear(dt, dt_proj_weight)  # dt_proj's bias is added inside the scan, before the softplus
     return dt, B.unsqueeze(-2), C.unsqueeze(-2)
 
@@ -90,7 +95,27 @@ def ssm_branch(
     backend: str = "auto",
 ):
     """xc, z (b, l, E) -> (y (b, l, E) before out_proj, ssm final state (b, E, N))."""
-    dt, B, C = ssm_inputs(xc, x_proj_weight, dt_proj_weight, A_log.shape[1])
+    proj = F.linear(xc, x_proj_weight)  # (b, l, R + 2N)
+    return scan_branch(
+        xc, proj, z, dt_proj_weight, dt_bias, A_log, D, ssm_state=ssm_state, seq_idx=seq_idx, backend=backend
+    )
+
+
+def scan_branch(
+    xc: torch.Tensor,
+    proj: torch.Tensor,
+    z: torch.Tensor,
+    dt_proj_weight: torch.Tensor,
+    dt_bias: torch.Tensor,
+    A_log: torch.Tensor,
+    D: torch.Tensor,
+    *,
+    ssm_state: torch.Tensor | None = None,
+    seq_idx: torch.Tensor | None = None,
+    backend: str = "auto",
+):
+    """ssm_branch from x_proj's output proj (b, l, R + 2N) on: dt_proj and the scan."""
+    dt, B, C = _split_proj(proj, dt_proj_weight, A_log.shape[1])
     return selective_scan(
         xc,
         dt,
@@ -154,6 +179,16 @@ def _grads(outputs: torch.Tensor, inputs: list, grad_outputs: torch.Tensor) -> l
     return [next(got) if t is not None and t.requires_grad else None for t in inputs]
 
 
+def _add_matmul(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """out (..., k) + a @ b for a (m, j), b (j, k) with m = out's rows: in place when the dtypes agree."""
+    flat = out.reshape(-1, out.shape[-1])
+    if flat.dtype == a.dtype:
+        flat.addmm_(a, b)
+    else:
+        flat = flat + (a @ b).to(flat.dtype)
+    return flat.view(out.shape)
+
+
 class _GradSeed(torch.autograd.Function):
     """A scalar root whose backward hands `grad` to `t`. autograd.grad from it keeps no reference to t, so t's
     memory can go before the backward runs (from t itself as the root, t would stay alive throughout)."""
@@ -202,13 +237,17 @@ class MambaInnerFn(torch.autograd.Function):
         # 1. the conv output, without a graph: nothing of the conv is held through the scan's backward
         with torch.no_grad(), autocast():
             xc, _ = conv_branch(xi, conv_w, conv_b, backend=ctx.backend)  # (b, l, E)
-        # 2. x_proj, dt_proj and the scan again, with their graph; z is read in place (in_proj's output)
+        # 2. x_proj without a graph (its backward by hand below), then dt_proj and the scan again with theirs; z is
+        # read in place (in_proj's output)
         need_dxc = needs[0] or any(needs[2:4])  # xi's or the conv weights' gradients go through d xc
         xc.requires_grad_(need_dxc)
+        with torch.no_grad(), autocast():
+            proj = F.linear(xc, x_proj_w)  # (b, l, R + 2N)
+        proj.requires_grad_(need_dxc or needs[4])
         z = _leaf(z, needs[1])
-        ssm_weights = [_leaf(t, need) for t, need in zip((x_proj_w, dt_proj_w, dt_bias, A_log, D), needs[4:9])]
+        scan_weights = [_leaf(t, need) for t, need in zip((dt_proj_w, dt_bias, A_log, D), needs[5:9])]
         with torch.enable_grad(), autocast():
-            y, _ = ssm_branch(xc, z, *ssm_weights, backend=ctx.backend)  # (b, l, E)
+            y, _ = scan_branch(xc, proj, z, *scan_weights, backend=ctx.backend)  # (b, l, E)
         # out_proj's backward by hand: its matmuls ran in dout's dtype (the autocast dtype under autocast)
         dy = (dout @ out_w.to(dout.dtype)).to(y.dtype)  # (b, l, E)
         with torch.enable_grad():
@@ -220,8 +259,18 @@ class MambaInnerFn(torch.autograd.Function):
             d_out_w = (dout2.t() @ y.detach().reshape(-1, E).to(dout.dtype)).to(out_w.dtype)  # (D, E)
         d_out_b = dout2.sum(0).to(out_b.dtype) if out_b is not None and needs[10] else None
         del y  # y's memory is free during the scan's backward, as autograd frees it in the unfused layer
-        dxc, dz, *d_ssm = _grads(seed, [xc, z, *ssm_weights], None)
-        del xc, seed
+        dxc, dproj, dz, *d_scan = _grads(seed, [xc, proj, z, *scan_weights], None)
+        del seed
+        # x_proj's backward: its input gradient is added to the scan's by the matmul itself (out += d proj W), which
+        # saves a pass over (b, l, E) that autograd's sum of the two would take
+        d_x_proj_w = None
+        if dproj is not None:
+            dproj2 = dproj.reshape(-1, dproj.shape[-1])  # (b l, R + 2N)
+            if needs[4]:
+                d_x_proj_w = (dproj2.t() @ xc.detach().reshape(-1, E).to(dproj.dtype)).to(x_proj_w.dtype)
+            if need_dxc:
+                dxc = _add_matmul(dxc, dproj2, x_proj_w.to(dproj.dtype))
+        del xc, proj
         # 3. the conv's backward, on its forward run once more with a graph
         dxi, d_conv = None, [None, None]
         if need_dxc:
@@ -231,7 +280,7 @@ class MambaInnerFn(torch.autograd.Function):
                 xc, _ = conv_branch(xi, *conv_weights, backend=ctx.backend)
             dxi, *d_conv = _grads(xc, [xi, *conv_weights], dxc)
         # d xi and d z go back separately: in_proj's split backward takes them piece by piece, without joining
-        return (dxi, dz, *d_conv, *d_ssm, d_out_w, d_out_b, None)
+        return (dxi, dz, *d_conv, d_x_proj_w, *d_scan, d_out_w, d_out_b, None)
 
 
 def mamba_inner(

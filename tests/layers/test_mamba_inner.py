@@ -109,8 +109,8 @@ def test_fused_backward_frees_the_scan_output_before_the_scan_backward(monkeypat
             xc.register_hook(lambda g: seen.append(ref() is None))  # runs during the scan's backward
         return y, final
 
-    branch = mamba_inner.ssm_branch
-    monkeypatch.setattr(mamba_inner, "ssm_branch", watched)
+    branch = mamba_inner.scan_branch
+    monkeypatch.setattr(mamba_inner, "scan_branch", watched)
     layer = make_layer()
     layer(torch.randn(1, 9, 16, requires_grad=True))[0].sum().backward()
     assert seen == [True]
