@@ -110,13 +110,14 @@ class Mamba(nn.Module):
         out_wb = (self.out_proj.weight, self.out_proj.bias)
         needs_grad = (x, *self.in_proj.parameters(), *weights, *out_wb)
         training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in needs_grad)
+        # (b, l, d_inner) each; in backward in_proj takes their gradients apart, without joining them
+        xi, z = split_linear(self.in_proj, x, [self.d_inner, self.d_inner])
         if self.config.fused and training and state is None and seq_idx is None:
-            xi, z = split_linear(self.in_proj, x, [self.d_inner, self.d_inner])  # (b, l, d_inner) each
             return mamba_inner(xi, z, *weights, *out_wb, backend=backend), None
-        xz = self.in_proj(x)  # (b, l, 2 d_inner)
         with_state = state is not None
         y, conv_final, ssm_final = mamba_branch(
-            xz,
+            xi,
+            z,
             *weights,
             conv_state=state.conv if with_state else None,
             ssm_state=state.ssm if with_state else None,

@@ -134,7 +134,8 @@ def scan_branch(
 
 
 def mamba_branch(
-    xz: torch.Tensor,
+    xi: torch.Tensor,
+    z: torch.Tensor,
     conv_weight: torch.Tensor,
     conv_bias: torch.Tensor | None,
     x_proj_weight: torch.Tensor,
@@ -148,11 +149,11 @@ def mamba_branch(
     seq_idx: torch.Tensor | None = None,
     backend: str = "auto",
 ):
-    """xz (b, l, 2E) -> (y (b, l, E) before out_proj, conv final state (b, E, w-1), ssm final state (b, E, N)).
+    """xi, z (b, l, E), the halves of in_proj's output -> (y (b, l, E) before out_proj, conv final state (b, E, w-1),
+    ssm final state (b, E, N)).
 
     conv_weight: (E, w); x_proj_weight: (R + 2N, E); dt_proj_weight: (E, R); dt_bias, D: (E,); A_log: (E, N).
     """
-    xi, z = xz.chunk(2, dim=-1)  # (b, l, E) each
     xc, conv_final = conv_branch(xi, conv_weight, conv_bias, conv_state=conv_state, seq_idx=seq_idx, backend=backend)
     y, ssm_final = ssm_branch(
         xc, z, x_proj_weight, dt_proj_weight, dt_bias, A_log, D, ssm_state=ssm_state, seq_idx=seq_idx, backend=backend
@@ -205,7 +206,7 @@ class _GradSeed(torch.autograd.Function):
 
 
 class MambaInnerFn(torch.autograd.Function):
-    """(xi, z) -> out_proj(mamba_branch(xz)), keeping xi, z and the weights only (see the module docstring)."""
+    """(xi, z) -> out_proj(mamba_branch(xi, z)), keeping xi, z and the weights only (see the module docstring)."""
 
     @staticmethod
     def forward(ctx, xi, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, out_w, out_b, backend):
@@ -298,7 +299,7 @@ def mamba_inner(
     *,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """out (b, l, D) = out_proj(mamba_branch(xz)) for xz = [xi, z], xi and z (b, l, E) each (the halves of in_proj's
+    """out (b, l, D) = out_proj(mamba_branch(xi, z)) for xi and z (b, l, E) each (the halves of in_proj's
     output, read in place); no states, no seq_idx.
 
     Same values and gradients as the unfused ops; backward recomputes the branch from xi and z (see the module

@@ -141,7 +141,7 @@ def test_joined_view_only_for_side_by_side_pieces():
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
-@pytest.mark.parametrize("kind", ["Mamba", "Mamba2"])
+@pytest.mark.parametrize("kind", ["Mamba", "Mamba unfused", "Mamba2"])
 def test_cuda_blocks_with_unjoined_splits(kind):
     """A bf16 block on the Triton kernels, whose in_proj runs through split_linear (and Mamba-2's x, B, C through
     split_joined), against the same block with in_proj called as a module (a forward hook sends it there) and an
@@ -152,7 +152,9 @@ def test_cuda_blocks_with_unjoined_splits(kind):
     from ssmkit.layers.mamba2 import Mamba2
 
     torch.manual_seed(0)
-    layer = {"Mamba": Mamba, "Mamba2": Mamba2}[kind](256, device="cuda", dtype=torch.bfloat16)
+    layer = {"Mamba": Mamba, "Mamba unfused": Mamba, "Mamba2": Mamba2}[kind](256, device="cuda", dtype=torch.bfloat16)
+    if kind == "Mamba unfused":
+        layer.config.fused = False
     plain_layer = copy.deepcopy(layer)
     plain_layer.in_proj.register_forward_hook(lambda *_: None)
     exact = copy.deepcopy(layer).double()
