@@ -127,8 +127,11 @@ def _bwd_dcb_kernel(
     Q: tl.constexpr, BT: tl.constexpr, BP: tl.constexpr,
     HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
-    pid_bcg = tl.program_id(0).to(tl.int64)
-    tau, sig = _pair(tl.program_id(1))
+    # one program per (b, chunk, group) and tile pair, the pairs of one chunk launched together (L2 reuse of x, dy)
+    NPAIRS: tl.constexpr = (Q // BT) * (Q // BT + 1) // 2
+    pid = tl.program_id(0).to(tl.int64)
+    pid_bcg = pid // NPAIRS
+    tau, sig = _pair((pid % NPAIRS).to(tl.int32))
     nc = Lp // Q
     gi = pid_bcg % g
     bc = pid_bcg // g
@@ -172,7 +175,10 @@ def _bwd_dx_kernel(
     Q: tl.constexpr, BS: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
     HAS_D: tl.constexpr, HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
-    pid_bch, pid_s = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    # one program per (b, chunk, head) and block of rows s, the blocks of one (chunk, head) launched together
+    NS: tl.constexpr = Q // BS
+    pid = tl.program_id(0).to(tl.int64)
+    pid_bch, pid_s = pid // NS, (pid % NS).to(tl.int32)
     nc = Lp // Q
     hi = pid_bch % h
     bc = pid_bch // h
@@ -252,7 +258,7 @@ def _bwd_dx_kernel(
         dysf = dys.to(tl.float32)
         D = tl.load(D_ptr + hi * sD_h + rp * sD_p, mask=pmask, other=0.0).to(tl.float32)
         dx += dysf * D[None, :]
-        tl.store(dD_ptr + ((bc * tl.num_programs(1) + pid_s) * h + hi) * BP + rp, tl.sum(dysf * xsf, axis=0))
+        tl.store(dD_ptr + ((bc * NS + pid_s) * h + hi) * BP + rp, tl.sum(dysf * xsf, axis=0))
     dx_at = bi * sdx_b + rs[:, None] * sdx_l + hi * sdx_h + rp[None, :] * sdx_p
     tl.store(dx_ptr + dx_at, _round_to(dx, dx_ptr.dtype.element_ty, UPCAST), mask=sp_mask)
     tl.store(ddt_ptr + row + rs, tl.sum(xsf * dxdt, axis=1))
@@ -411,7 +417,7 @@ def chunk_bwd(x, B, C, dy, dtp, cum, cum_lo, segp, cb, enter, dend, D, Q, prec):
     nb = Q // BT
     dcb = torch.empty(b, nc, g, Q, Q, device=x.device, dtype=torch.float32)
     part = torch.empty(b, h, nc, nb, nb, BT, device=x.device, dtype=torch.float32)
-    _bwd_dcb_kernel[(b * nc * g, nb * (nb + 1) // 2)](
+    _bwd_dcb_kernel[(b * nc * g * (nb * (nb + 1) // 2),)](
         x, dy, dtp, cum, cum_lo_, seg_, cb, dcb, part,
         l, h, p, Lp, h // g, g, *x.stride(), *dy.stride(),
         Q=Q, BT=BT, BP=BP, HAS_SEG=segp is not None, CUM_LO=cum_lo is not None, PREC=prec, UPCAST=upcast,
@@ -423,7 +429,7 @@ def chunk_bwd(x, B, C, dy, dtp, cum, cum_lo, segp, cb, enter, dend, D, Q, prec):
     ddt, wterm = torch.empty_like(dtp), torch.empty_like(dtp)
     dD = torch.empty(b * nc * (Q // BS), h, BP, device=x.device, dtype=torch.float32) if D is not None else None
     Dp, sD = d_operand(D, x)
-    _bwd_dx_kernel[(b * nc * h, Q // BS)](
+    _bwd_dx_kernel[(b * nc * h * (Q // BS),)](
         x, B, dy, dtp, cum, cum_lo_, seg_, cb, dend, Dp, dx, ddt, wterm, dD if dD is not None else ddt,
         l, h, p, n, Lp, h // g,
         *x.stride(), *B.stride(), *dy.stride(), *dx.stride(), *sD,
