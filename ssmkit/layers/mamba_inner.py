@@ -28,10 +28,12 @@ Storing the scan's checkpoints instead of re-running its forward would cost E N 
 out_proj's weight gradient, so backward re-runs the forward in stages, each freed before the next, because the
 backward's peak memory is what this path is for:
   1. the conv output xc, without a graph (nothing of the conv is held through the scan's backward);
-  2. x_proj, dt_proj and the scan with their graph, z read in place from xz (the Triton scan takes its row
-     stride); out_proj's backward by hand (two matmuls on the recomputed y), after which y is dropped; one
-     autograd.grad to xc, z and the weights, from a scalar seed that hands d y to y without keeping y alive;
+  2. x_proj without a graph, dt_proj and the scan with theirs, z read in place from xz (the Triton scan takes its
+     row stride); out_proj's backward by hand (two matmuls on the recomputed y), after which y is dropped; one
+     autograd.grad to xc, x_proj's output, z and the weights, from a scalar seed that hands d y to y without
+     keeping y alive; x_proj's backward by hand, its input gradient added to the scan's d xc inside the matmul;
   3. the conv forward once more with its graph, and its backward from d xc.
+d xi and d z go back apart (in_proj's `split_linear` takes them so): no (b, l, 2E) concatenation.
 Autocast state is captured in forward and restored for the recompute, so both see the same dtypes. On CPU (torch
 scan) a layer's fwd+bwd took 1.1x-1.4x the unfused time (d_model 256, b 2, L 1024, 2 threads).
 """
