@@ -28,6 +28,7 @@ class _SplitJoined(torch.autograd.Function):
     @staticmethod
     def forward(ctx, t, sizes):
         ctx.shape, ctx.dtype, ctx.sizes = t.shape, t.dtype, sizes
+        ctx.set_materialize_grads(False)  # an unused piece's gradient stays None, not a tensor of zeros
         return t.split(sizes, dim=-1)
 
     @staticmethod
@@ -72,6 +73,7 @@ class _SplitLinear(torch.autograd.Function):
             out = F.linear(x, weight, bias)  # (..., sum sizes)
         ctx.save_for_backward(x, weight)
         ctx.sizes, ctx.has_bias = sizes, bias is not None
+        ctx.set_materialize_grads(False)  # an unused piece costs no matmuls in backward
         return out.split(sizes, dim=-1)
 
     @staticmethod
@@ -91,8 +93,6 @@ class _SplitLinear(torch.autograd.Function):
                 w = weight[start : start + g.shape[1]].to(g.dtype)  # (d_i, d_in)
                 dx = g @ w if dx is None else dx.addmm_(g, w)
             dx = dx.view(x.shape).to(x_dtype)
-        elif need_x:
-            dx = torch.zeros(x.shape, device=x.device, dtype=x_dtype)
         if need_w:
             alloc = torch.empty if len(present) == len(grads) else torch.zeros
             dw = alloc(weight.shape, device=weight.device, dtype=weight.dtype)
