@@ -83,26 +83,6 @@ def conv_branch(
     )
 
 
-def ssm_branch(
-    xc: torch.Tensor,
-    z: torch.Tensor,
-    x_proj_weight: torch.Tensor,
-    dt_proj_weight: torch.Tensor,
-    dt_bias: torch.Tensor,
-    A_log: torch.Tensor,
-    D: torch.Tensor,
-    *,
-    ssm_state: torch.Tensor | None = None,
-    seq_idx: torch.Tensor | None = None,
-    backend: str = "auto",
-):
-    """xc, z (b, l, E) -> (y (b, l, E) before out_proj, ssm final state (b, E, N))."""
-    proj = F.linear(xc, x_proj_weight)  # (b, l, R + 2N)
-    return scan_branch(
-        xc, proj, z, dt_proj_weight, dt_bias, A_log, D, ssm_state=ssm_state, seq_idx=seq_idx, backend=backend
-    )
-
-
 def scan_branch(
     xc: torch.Tensor,
     proj: torch.Tensor,
@@ -116,7 +96,8 @@ def scan_branch(
     seq_idx: torch.Tensor | None = None,
     backend: str = "auto",
 ):
-    """ssm_branch from x_proj's output proj (b, l, R + 2N) on: dt_proj and the scan."""
+    """xc, z (b, l, E) and x_proj's output proj (b, l, R + 2N) -> (y (b, l, E) before out_proj, ssm final state
+    (b, E, N)): dt_proj and the scan."""
     dt, B, C = _split_proj(proj, dt_proj_weight, A_log.shape[1])
     return selective_scan(
         xc,
@@ -157,8 +138,9 @@ def mamba_branch(
     conv_weight: (E, w); x_proj_weight: (R + 2N, E); dt_proj_weight: (E, R); dt_bias, D: (E,); A_log: (E, N).
     """
     xc, conv_final = conv_branch(xi, conv_weight, conv_bias, conv_state=conv_state, seq_idx=seq_idx, backend=backend)
-    y, ssm_final = ssm_branch(
-        xc, z, x_proj_weight, dt_proj_weight, dt_bias, A_log, D, ssm_state=ssm_state, seq_idx=seq_idx, backend=backend
+    proj = F.linear(xc, x_proj_weight)  # (b, l, R + 2N)
+    y, ssm_final = scan_branch(
+        xc, proj, z, dt_proj_weight, dt_bias, A_log, D, ssm_state=ssm_state, seq_idx=seq_idx, backend=backend
     )
     return y, conv_final, ssm_final
 
@@ -214,9 +196,9 @@ class MambaInnerFn(torch.autograd.Function):
     def forward(ctx, xi, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, out_w, out_b, backend):
         branch_in = (xi, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D)
         # detached: nested ops see no input that needs grad, so none of them keeps anything for a backward
-        xi_, z_, conv_w_, conv_b_, *ssm_weights = [None if t is None else t.detach() for t in branch_in]
+        xi_, z_, conv_w_, conv_b_, x_proj_w_, *scan_weights = [None if t is None else t.detach() for t in branch_in]
         xc, _ = conv_branch(xi_, conv_w_, conv_b_, backend=backend)  # (b, l, E)
-        y, _ = ssm_branch(xc, z_, *ssm_weights, backend=backend)  # (b, l, E)
+        y, _ = scan_branch(xc, F.linear(xc, x_proj_w_), z_, *scan_weights, backend=backend)  # (b, l, E)
         del xc
         out = F.linear(y, out_w.detach(), None if out_b is None else out_b.detach())  # (b, l, D)
         ctx.save_for_backward(*branch_in, out_w, out_b)

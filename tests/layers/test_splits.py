@@ -4,6 +4,8 @@ split_linear against nn.Linear followed by a split: values and every gradient, b
 pieces left unused and under autocast; split_joined hands back the pieces' buffer itself when they share one.
 """
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -15,9 +17,9 @@ from tests.rules import assert_by_rule, grads
 SIZES = [5, 7, 3]
 
 
-def make_linear(bias: bool, dtype=torch.float32) -> nn.Linear:
+def make_linear(bias: bool) -> nn.Linear:
     torch.manual_seed(0)
-    return nn.Linear(6, sum(SIZES), bias=bias, dtype=dtype)
+    return nn.Linear(6, sum(SIZES), bias=bias)
 
 
 def pieces_and_grads(fn, linear, x, used, seeds):
@@ -41,7 +43,7 @@ def test_split_linear_matches_linear_then_split(bias, used):
     x = torch.randn(2, 9, 6, requires_grad=True)
     gen = torch.Generator().manual_seed(1)
     seeds = [torch.randn(2, 9, s, generator=gen) for s in SIZES]
-    exact = make_linear(bias, torch.float64)
+    exact = copy.deepcopy(linear).double()
     x64 = x.detach().double().requires_grad_()
     got_out, got = pieces_and_grads(ours, linear, x, used, seeds)
     want_out, want = pieces_and_grads(plain, linear, x.detach().clone().requires_grad_(), used, seeds)
@@ -62,7 +64,7 @@ def test_split_linear_under_autocast_keeps_linear_dtypes():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got_out, got = pieces_and_grads(ours, linear, x, (True,) * 3, seeds)
         want_out, want = pieces_and_grads(plain, linear, x.detach().clone().requires_grad_(), (True,) * 3, seeds)
-    exact = make_linear(True, torch.float64)
+    exact = copy.deepcopy(linear).double()
     exact_out, exact_g = pieces_and_grads(plain, exact, x.detach().double().requires_grad_(), (True,) * 3, seeds)
     for a, b, c in zip(got_out, want_out, exact_out):
         assert a.dtype == b.dtype == torch.bfloat16
@@ -146,8 +148,6 @@ def test_cuda_blocks_with_unjoined_splits(kind):
     """A bf16 block on the Triton kernels, whose in_proj runs through split_linear (and Mamba-2's x, B, C through
     split_joined), against the same block with in_proj called as a module (a forward hook sends it there) and an
     fp64 copy on the torch path: output and every gradient by the rule."""
-    import copy
-
     from ssmkit.layers.mamba import Mamba
     from ssmkit.layers.mamba2 import Mamba2
 
