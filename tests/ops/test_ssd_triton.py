@@ -139,19 +139,23 @@ def check(case: Case, l: int, chunk_size: int, dtype: torch.dtype, device: str, 
     assert_results(f"{dtype} l={l} chunk={chunk_size}", fast, ref, ref64, state_dtype=dtype)
 
 
-@pytest.fixture(params=["staged", "fused"])
+@pytest.fixture(params=["staged", "fused", "segmented"])
 def forward_path(request, monkeypatch):
-    """The forward's two paths: stage kernels over all chunks at once, or the one kernel walking the chunks."""
+    """The forward's paths: stage kernels over all chunks at once, the one kernel walking whole sequences, or
+    walking segments of them from entering states computed first (3 segments, fine segments of 2 chunks: at the
+    tests' lengths, segments of one chunk and of several, the last one shorter)."""
     from ssmkit.ops.ssd import triton_fused
 
     monkeypatch.setattr(triton_fused, "FUSED_MIN_PROGRAMS", 0 if request.param == "fused" else 2**62)
+    if request.param == "segmented":
+        monkeypatch.setattr(triton_fused, "WALK_SEGMENTS", 3)
+        monkeypatch.setattr(triton_fused, "SEGMENT_CHUNKS", 2)
     return request.param
 
 
 @pytest.fixture
-def interpret(monkeypatch, forward_path):
-    """Triton's interpreter on CPU, with every buffer the kernels allocate filled with NaN first (each test runs
-    with both forward paths)."""
+def interpreter(monkeypatch):
+    """Triton's interpreter on CPU, with every buffer the kernels allocate filled with NaN first."""
     if CUDA:
         pytest.skip("a GPU is present: the cuda tests run the compiled kernels")
     empty, empty_like = torch.empty, torch.empty_like
@@ -162,6 +166,12 @@ def interpret(monkeypatch, forward_path):
     monkeypatch.setattr(torch, "empty", lambda *a, **k: poisoned(empty(*a, **k)))
     monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poisoned(empty_like(*a, **k)))
     return "cpu"
+
+
+@pytest.fixture
+def interpret(interpreter, forward_path):
+    """The interpreter, each test run with every forward path."""
+    return interpreter
 
 
 @pytest.mark.triton_interpret
@@ -226,6 +236,26 @@ def test_packed_seq_idx_across_blocks(interpret):
 
 
 @pytest.mark.triton_interpret
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_segments_of_several_chunks(interpreter, monkeypatch, dtype):
+    # 10 chunks walked in 3 segments of 4, 4 and 2 chunks, entering states from fine segments of 2 chunks; in the
+    # packed run a sequence starts inside a fine segment, one on a segment's border (chunk 4) and one inside the last
+    from ssmkit.ops.ssd import triton_fused
+
+    monkeypatch.setattr(triton_fused, "FUSED_MIN_PROGRAMS", 2**62)
+    monkeypatch.setattr(triton_fused, "WALK_SEGMENTS", 3)
+    monkeypatch.setattr(triton_fused, "SEGMENT_CHUNKS", 2)
+    assert triton_fused.walk_plan(FULL.b, FULL.h, FULL.p, FULL.n, 10) == triton_fused.WalkPlan(3, 4, 2)
+    l = 300
+    seq_idx = torch.zeros(FULL.b, l, dtype=torch.long)
+    seq_idx[0, 70:] = 1
+    seq_idx[0, 128:] = 2
+    seq_idx[1, 290:] = 1
+    check(FULL, l, 32, dtype, interpreter, seed=61)
+    check(FULL, l, 32, dtype, interpreter, seed=62, seq_idx=seq_idx)
+
+
+@pytest.mark.triton_interpret
 def test_cu_seqlens(interpret):
     case = Case(b=1)
     cu_seqlens = torch.tensor([0, 5, 25, 26, 63], dtype=torch.int32)
@@ -280,7 +310,7 @@ def test_no_grad_and_no_final_state(interpret):
     ],
 )
 def test_unsupported_sizes_raise(interpret, change, error, message):
-    change = dict(change)  # the parameter's dict is shared by both forward paths' runs
+    change = dict(change)  # the parameter's dict is shared by every forward path's run
     dtype = change.pop("dtype", torch.float32)
     x = change.pop("x", torch.randn(1, 8, 2, 16))
     b, l, h = x.shape[:3]
@@ -304,16 +334,16 @@ def test_cpu_tensors_without_interpreter_raise(without_interpreter):
         ssd(**args, C=args["B"], backend="triton")
 
 
-# ---- full sizes on the GPU machine, each with both forward paths
+# ---- full sizes on the GPU machine, each with every forward path
 
 cuda = pytest.mark.skipif(not CUDA, reason="needs an NVIDIA GPU")
-both_paths = pytest.mark.usefixtures("forward_path")
+every_path = pytest.mark.usefixtures("forward_path")
 BIG = Case(b=2, h=8, p=64, g=2, n=128)
 
 
 @pytest.mark.cuda
 @cuda
-@both_paths
+@every_path
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("l", "chunk_size"), [(1, 256), (7, 64), (63, 64), (257, 256), (1000, 256), (777, 128)])
 def test_cuda_full(dtype, l, chunk_size):
@@ -322,7 +352,7 @@ def test_cuda_full(dtype, l, chunk_size):
 
 @pytest.mark.cuda
 @cuda
-@both_paths
+@every_path
 @pytest.mark.parametrize("case", [Case(b=1, h=4, p=32, g=1, n=16), Case(b=2, h=4, p=128, g=4, n=128, D="head")])
 def test_cuda_sizes(case):
     check(case, 300, 64, torch.bfloat16, "cuda", seed=5)
@@ -330,7 +360,7 @@ def test_cuda_sizes(case):
 
 @pytest.mark.cuda
 @cuda
-@both_paths
+@every_path
 @pytest.mark.parametrize("z", [False, True])
 def test_cuda_many_heads_per_group(z):
     # 32 heads in a group, as W2 and the Mamba2 block have (64): Triton specializes integer arguments divisible by
@@ -352,7 +382,7 @@ def test_cuda_fused_head_and_state_sizes(monkeypatch, p, n):
 
 @pytest.mark.cuda
 @cuda
-@both_paths
+@every_path
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_largest_tiles(dtype):
     # p = 128 with n = 256: the largest tiles (the dx kernel's whole (p, n) d_end tile in shared memory)
@@ -361,7 +391,7 @@ def test_cuda_largest_tiles(dtype):
 
 @pytest.mark.cuda
 @cuda
-@both_paths
+@every_path
 def test_cuda_packed_and_cpu_error():
     l = 700
     seq_idx = torch.zeros(BIG.b, l, dtype=torch.long)

@@ -14,13 +14,17 @@ and the passing between chunks costs no pass over memory (the staged path writes
 them in place and reads them again: at W2's size 1 GiB of fp32 states). The state entering each chunk is still
 written when the backward needs it (STORE_ENTER), at the chunk boundaries the backward works on.
 
-Parallelism is b * h * (p / BP) programs, each serial over the chunks: worth it only when those fill the GPU
-(`use_fused`), else the staged path (which runs all chunks in parallel) takes the call. Packed sequences follow
+Parallelism is b * h * (p / BP) programs, each serial over the chunks. When those do not fill the GPU (batch 1
+at 64K: 64) and the sequence is long, it is cut into segments of whole chunks, walked in parallel from entering
+states that triton_segments computes first (`walk_plan`); short sequences with few programs take the staged path
+(which runs all chunks in parallel). Packed sequences follow
 the staged path's rules at block granularity: a state reaches only the tokens of its segment, and crosses a
 block only if no new segment starts in it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -28,6 +32,7 @@ import triton.language as tl
 
 from .._triton_math import exp_fast
 from .triton_scan import _block_out
+from .triton_segments import segment_starts
 from .triton_state import _chunk_state_acc, d_operand, upcast_dots
 
 
@@ -35,7 +40,7 @@ from .triton_state import _chunk_state_acc, d_operand, upcast_dots
 def _ssd_fused_fwd_kernel(
     x_ptr, z_ptr, cb_ptr, B_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, init_ptr, D_ptr,
     out_ptr, ypre_ptr, enter_ptr, final_ptr,
-    l, h, p, n, Lp, hg,
+    l, h, p, n, Lp, hg, seg_chunks,
     sx_b, sx_l, sx_h, sx_p, sz_b, sz_l, sz_h, sz_p, sB_b, sB_l, sB_g, sB_n, sC_b, sC_l, sC_g, sC_n,
     so_b, so_l, so_h, so_p, sD_h, sD_p,
     Q: tl.constexpr, BM: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
@@ -43,7 +48,8 @@ def _ssd_fused_fwd_kernel(
     CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, HAS_INIT: tl.constexpr,
     STORE_ENTER: tl.constexpr,
 ):  # fmt: skip
-    pid_bh, pid_p = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    pid_bh, pid_p, sid = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    n_seg = tl.num_programs(2)
     bi, hi = pid_bh // h, pid_bh % h
     nc = Lp // Q
     rp = pid_p * BP + tl.arange(0, BP)
@@ -51,11 +57,11 @@ def _ssd_fused_fwd_kernel(
     # the state is kept as its transpose S^T (BN, BP): the output's product reads it so, and the step writes it so
     np_mask = (rn < n)[:, None] & (rp < p)[None, :]
     at = rp[None, :] * n + rn[:, None]  # (BN, BP) within one (p, n) state
-    if HAS_INIT:
-        S_T = tl.load(init_ptr + pid_bh * p * n + at, mask=np_mask, other=0.0)
+    if HAS_INIT:  # (b, segments, h, p, n): the state entering each segment
+        S_T = tl.load(init_ptr + ((bi * n_seg + sid) * h + hi) * p * n + at, mask=np_mask, other=0.0)
     else:
         S_T = tl.zeros((BN, BP), dtype=tl.float32)
-    for ci in range(0, nc):
+    for ci in range(sid * seg_chunks, tl.minimum(sid * seg_chunks + seg_chunks, nc)):
         if STORE_ENTER:
             tl.store(enter_ptr + ((bi * nc + ci) * h + hi) * p * n + at, S_T, mask=np_mask)
         S_T = _chunk_out(
@@ -65,7 +71,8 @@ def _ssd_fused_fwd_kernel(
             so_b, so_l, so_h, so_p, sD_h, sD_p,
             Q, BM, BN, HAS_Z, HAS_D, STORE_YPRE, HAS_SEG, CUM_LO, PREC, UPCAST,
         )  # fmt: skip
-    tl.store(final_ptr + pid_bh * p * n + at, S_T, mask=np_mask)
+    if sid == n_seg - 1:
+        tl.store(final_ptr + pid_bh * p * n + at, S_T, mask=np_mask)
 
 
 @triton.jit
@@ -114,10 +121,15 @@ def _chunk_out(
     return S_T
 
 
-# settable by benchmarks and tests: the fused kernel takes a call from this many programs on (b * h * p-blocks);
-# 0 sends every call to it, a huge number none. H200, W2 forward (h 64, p 64, n 128), measured before the block
-# steps: 2.62 ms at 256-4,096 programs (L 16K-1K) against 3.08-3.18 staged; 8.94 at 64 (L 64K, b 1) against 3.08.
+# settable by benchmarks and tests: the fused kernel walks whole sequences from this many programs on (b * h *
+# p-blocks); 0 sends every call to it. H200, W2 forward (h 64, p 64, n 128), measured before the block steps: 2.62
+# ms at 256-4,096 programs (L 16K-1K) against 3.08-3.18 staged; 8.94 at 64 (L 64K, b 1) against 3.08.
 FUSED_MIN_PROGRAMS = 256
+# Below it, the sequence is walked in segments (triton_segments) that make up FUSED_MIN_PROGRAMS programs, each
+# at least two chunks long (else the staged path); their entering states come from fine segments of this many
+# chunks. WALK_SEGMENTS (tests) fixes the number of segments, of any length.
+SEGMENT_CHUNKS = 8
+WALK_SEGMENTS: int | None = None
 BLOCK_M = 64  # tokens per block (H200, W2 at 1K: 2.00 ms against 2.21 at 32, same tree, before S was kept transposed)
 LAUNCH = {"num_warps": 4, "num_stages": 1}  # H200, W2: 8 warps 5.0 ms against 2.6
 
@@ -129,13 +141,30 @@ def _block_p(p: int, n: int) -> tuple[int, int]:
     return BP, BN
 
 
-def use_fused(b: int, h: int, p: int, n: int) -> bool:
-    """Whether the one-kernel forward takes this call: b * h * p-blocks programs fill the GPU."""
+@dataclass(frozen=True)
+class WalkPlan:
+    segments: int  # walked in parallel, each by its own programs
+    seg_chunks: int  # chunks per segment (the last may have fewer)
+    fine_chunks: int  # chunks per fine segment of the entering-state pass (divides seg_chunks)
+
+
+def walk_plan(b: int, h: int, p: int, n: int, nc: int) -> WalkPlan | None:
+    """How the one-kernel forward takes a call of nc chunks, or None: the staged path takes it."""
     BP, _ = _block_p(p, n)
-    return b * h * triton.cdiv(p, BP) >= FUSED_MIN_PROGRAMS
+    programs = b * h * triton.cdiv(p, BP)
+    if WALK_SEGMENTS is None and programs >= FUSED_MIN_PROGRAMS:
+        return WalkPlan(1, nc, nc)
+    per = triton.cdiv(nc, WALK_SEGMENTS or triton.cdiv(FUSED_MIN_PROGRAMS, programs))
+    if per < 2 and WALK_SEGMENTS is None:
+        return None  # walks of one chunk each are the staged path's chunk scan, which does that a little faster
+    fine = min(SEGMENT_CHUNKS, per)
+    per = triton.cdiv(per, fine) * fine
+    return WalkPlan(triton.cdiv(nc, per), per, fine)
 
 
-def ssd_fused_fwd(x, z, cb, B, C, dtp, cum, cum_lo, segp, initial_state, D, Q, prec, store_ypre, store_enter):
+def ssd_fused_fwd(
+    x, z, cb, B, C, dtp, cum, cum_lo, segp, initial_state, D, Q, prec, store_ypre, store_enter, plan: WalkPlan
+):
     """-> out (b, l, h, p) in x's dtype, y before the gate (fp32) or None, the state entering each chunk
     (b, nc, h, p, n) fp32 or None (store_enter), the final state (b, h, p, n) fp32."""
     b, l, h, p = x.shape
@@ -148,17 +177,24 @@ def ssd_fused_fwd(x, z, cb, B, C, dtp, cum, cum_lo, segp, initial_state, D, Q, p
     enter = torch.empty(b, nc, h, p, n, device=dev, dtype=torch.float32) if store_enter else None
     final = torch.empty(b, h, p, n, device=dev, dtype=torch.float32)
     BP, BN = _block_p(p, n)
+    if plan.segments > 1:  # (b, segments, h, p, n)
+        every = plan.seg_chunks // plan.fine_chunks
+        starts = segment_starts(
+            x, B, dtp, cum, cum_lo, segp, initial_state, Q, prec, plan.fine_chunks, every, plan.segments
+        )
+    else:  # (b, h, p, n), the same layout with one segment
+        starts = initial_state.contiguous() if initial_state is not None else None
     zz = z if z is not None else x
     Dp, sD = d_operand(D, x)
-    _ssd_fused_fwd_kernel[(b * h, triton.cdiv(p, BP))](
+    _ssd_fused_fwd_kernel[(b * h, triton.cdiv(p, BP), plan.segments)](
         x, zz, cb, B, C, dtp, cum, cum_lo if cum_lo is not None else cum, segp if segp is not None else dtp,
-        initial_state if initial_state is not None else final, Dp,
+        starts if starts is not None else final, Dp,
         out, ypre if ypre is not None else out, enter if enter is not None else final, final,
-        l, h, p, n, Lp, h // g,
+        l, h, p, n, Lp, h // g, plan.seg_chunks,
         *x.stride(), *zz.stride(), *B.stride(), *C.stride(), *out.stride(), *sD,
         Q=Q, BM=min(BLOCK_M, Q), BP=BP, BN=BN, HAS_Z=z is not None, HAS_D=D is not None,
         STORE_YPRE=store_ypre, HAS_SEG=segp is not None, CUM_LO=cum_lo is not None, PREC=prec,
-        UPCAST=upcast_dots(x.dtype), HAS_INIT=initial_state is not None, STORE_ENTER=store_enter,
+        UPCAST=upcast_dots(x.dtype), HAS_INIT=starts is not None, STORE_ENTER=store_enter,
         **LAUNCH,
     )  # fmt: skip
     return out, ypre, enter, final

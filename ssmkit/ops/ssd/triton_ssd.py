@@ -25,7 +25,7 @@ import triton
 from .triton_bwd import chunk_bwd
 from .triton_cb import chunk_scores
 from .triton_cumsum import dt_cumsum_bwd, dt_cumsum_fwd
-from .triton_fused import ssd_fused_fwd, use_fused
+from .triton_fused import ssd_fused_fwd, walk_plan
 from .triton_scan import chunk_scan_fwd
 from .triton_state import state_bwd, state_fwd
 
@@ -83,11 +83,11 @@ class _SSDTriton(torch.autograd.Function):
         cb = chunk_scores(B, C, Q, nc, prec)
         store_ypre = z is not None and ctx.needs_input_grad[6]
         b, _, h, p = x.shape
-        if use_fused(b, h, p, B.shape[-1]):
-            init = initial_state.contiguous() if initial_state is not None else None
+        plan = walk_plan(b, h, p, B.shape[-1], nc)
+        if plan is not None:
             store_enter = any(ctx.needs_input_grad)
             out, ypre, enter, final = ssd_fused_fwd(
-                x, z, cb, B, C, dtp, cum, cum_lo, segp, init, D, Q, prec, store_ypre, store_enter
+                x, z, cb, B, C, dtp, cum, cum_lo, segp, initial_state, D, Q, prec, store_ypre, store_enter, plan
             )
         else:
             enter, final = state_fwd(x, B, dtp, cum, cum_lo, segp, initial_state, Q, prec)
