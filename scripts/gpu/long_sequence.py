@@ -4,7 +4,8 @@
 
 Scan: d 4096, n 16, g 1, z, D, dt_bias + softplus. SSD: h 64, p 64, n 128, g 1, chunk 256, D, dt_bias + softplus.
 bf16 inputs. Prints the wall time of the first call (compilation included), the peak memory and whether every
-gradient is finite. A check that the lengths run without running out of memory, not a timing benchmark.
+gradient is finite; for SSD also how far its forward (walked in segments) is from the staged path's. A check that
+the lengths run without running out of memory and index right, not a timing benchmark.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 import torch
 
 from ssmkit.ops.selective_scan import selective_scan
-from ssmkit.ops.ssd import ssd
+from ssmkit.ops.ssd import ssd, triton_fused
 
 L = 1 << 20
 
@@ -62,6 +63,18 @@ def ssd_long(r, gen) -> None:
     )  # fmt: skip
     leaves = {k: v.requires_grad_(True) for k, v in x.items()}
     _run("ssd triton", lambda: ssd(**leaves, dt_softplus=True, chunk_size=256, backend="triton"), leaves)
+    # the forward walked in segments (the default at batch 1) against the staged path (every chunk in parallel):
+    # offsets into x pass 2^31 elements here, which no test size reaches
+    with torch.no_grad():
+        walked = ssd(**x, dt_softplus=True, chunk_size=256, backend="triton").float()
+        default = triton_fused.FUSED_MIN_PROGRAMS
+        triton_fused.FUSED_MIN_PROGRAMS = 2**62
+        try:
+            staged = ssd(**x, dt_softplus=True, chunk_size=256, backend="triton").float()
+        finally:
+            triton_fused.FUSED_MIN_PROGRAMS = default
+    diff = ((walked - staged).abs().max() / staged.abs().max()).item()
+    print(f"ssd forward, walked in segments against staged: max difference {diff:.1e} of max |y|", flush=True)
 
 
 def main() -> None:
