@@ -48,8 +48,7 @@ def _ssd_fused_fwd_kernel(
     CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, HAS_INIT: tl.constexpr,
     STORE_ENTER: tl.constexpr,
 ):  # fmt: skip
-    # int64 positions: at 1M tokens a token's offset in x (h p per token) passes 2^31
-    pid_bh, pid_p, sid = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2).to(tl.int64)
+    pid_bh, pid_p, sid = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     n_seg = tl.num_programs(2)
     bi, hi = pid_bh // h, pid_bh % h
     nc = Lp // Q

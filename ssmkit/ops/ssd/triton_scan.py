@@ -80,11 +80,14 @@ def _block_out(
     row = (bi * h + hi) * Lp
     lm = pid_m * BM + tl.arange(0, BM)  # position inside the chunk
     rm = ci * Q + lm
+    # the chunk's first token in int64 (a scalar): past 2^31 / (h p) tokens its offset in x passes 2^31, and int64
+    # positions for every row cost the fused forward half its speed (H200, W2)
+    tok0 = tl.cast(ci * Q, tl.int64)
     rn = tl.arange(0, BN)
     mmask, pmask, nmask = rm < l, rp < p, rn < n
 
     Ct = tl.load(
-        C_ptr + bi * sC_b + rm[:, None] * sC_l + gi * sC_g + rn[None, :] * sC_n,
+        C_ptr + bi * sC_b + tok0 * sC_l + lm[:, None] * sC_l + gi * sC_g + rn[None, :] * sC_n,
         mask=mmask[:, None] & nmask[None, :],
         other=0.0,
     )  # (BM, BN)
@@ -119,7 +122,7 @@ def _block_out(
         decay = exp_fast(tl.where(causal, diff, float("-inf")))
         dt_s = tl.load(dtp_ptr + row + rs)
         xs = tl.load(
-            x_ptr + bi * sx_b + rs[:, None] * sx_l + hi * sx_h + rp[None, :] * sx_p,
+            x_ptr + bi * sx_b + tok0 * sx_l + ls[:, None] * sx_l + hi * sx_h + rp[None, :] * sx_p,
             mask=(rs < l)[:, None] & pmask[None, :],
             other=0.0,
         )  # (BM, BP)
@@ -129,13 +132,17 @@ def _block_out(
     omask = mmask[:, None] & pmask[None, :]
     if HAS_D:
         D = tl.load(D_ptr + hi * sD_h + rp * sD_p, mask=pmask, other=0.0).to(tl.float32)
-        xt = tl.load(x_ptr + bi * sx_b + rm[:, None] * sx_l + hi * sx_h + rp[None, :] * sx_p, mask=omask, other=0.0)
+        xt = tl.load(
+            x_ptr + bi * sx_b + tok0 * sx_l + lm[:, None] * sx_l + hi * sx_h + rp[None, :] * sx_p, mask=omask, other=0.0
+        )
         acc += xt.to(tl.float32) * D[None, :]
-    out_at = bi * so_b + rm[:, None] * so_l + hi * so_h + rp[None, :] * so_p
+    out_at = bi * so_b + tok0 * so_l + lm[:, None] * so_l + hi * so_h + rp[None, :] * so_p
     if STORE_YPRE:
         tl.store(ypre_ptr + out_at, acc.to(ypre_ptr.dtype.element_ty), mask=omask)
     if HAS_Z:
-        zt = tl.load(z_ptr + bi * sz_b + rm[:, None] * sz_l + hi * sz_h + rp[None, :] * sz_p, mask=omask, other=0.0)
+        zt = tl.load(
+            z_ptr + bi * sz_b + tok0 * sz_l + lm[:, None] * sz_l + hi * sz_h + rp[None, :] * sz_p, mask=omask, other=0.0
+        )
         zt = zt.to(tl.float32)
         acc = acc * zt * sigmoid_fast(zt)
     tl.store(out_ptr + out_at, _round_to(acc, out_ptr.dtype.element_ty, UPCAST), mask=omask)

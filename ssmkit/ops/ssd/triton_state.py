@@ -143,8 +143,10 @@ def _chunk_state_acc(
     if HAS_SEG:
         seg_last = tl.load(seg_ptr + bi * Lp + ci * Q + t0 + SPAN - 1)
         _, seg_before = _chunk_segments(seg_ptr, bi, ci, Lp, Q)
+    tok0 = tl.cast(ci * Q, tl.int64)  # in int64 once, as in triton_scan's _block_out
     for k in range(t0, t0 + SPAN, BK):
-        rt = ci * Q + k + tl.arange(0, BK)
+        lt = k + tl.arange(0, BK)  # positions in the chunk
+        rt = ci * Q + lt
         cum_t = tl.load(cum_ptr + row + rt)
         if TO_END:
             log_w = cum_last - cum_t
@@ -162,12 +164,12 @@ def _chunk_state_acc(
                 w = tl.where(tl.load(seg_ptr + bi * Lp + rt) == seg_before, w, 0.0)
         tmask = rt < l
         us = tl.load(
-            u_ptr + bi * su_b + rt[:, None] * su_l + hi * su_h + rp[None, :] * su_p,
+            u_ptr + bi * su_b + tok0 * su_l + lt[:, None] * su_l + hi * su_h + rp[None, :] * su_p,
             mask=tmask[:, None] & pmask[None, :],
             other=0.0,
         )  # (BK, BP)
         Vs = tl.load(
-            V_ptr + bi * sV_b + rt[:, None] * sV_l + gi * sV_g + rn[None, :] * sV_n,
+            V_ptr + bi * sV_b + tok0 * sV_l + lt[:, None] * sV_l + gi * sV_g + rn[None, :] * sV_n,
             mask=tmask[:, None] & nmask[None, :],
             other=0.0,
         )  # (BK, BN)
