@@ -32,7 +32,8 @@ backward's peak memory is what this path is for:
      row stride); out_proj's backward by hand (two matmuls on the recomputed y), after which y is dropped; one
      autograd.grad to xc, x_proj's output, z and the weights, from a scalar seed that hands d y to y without
      keeping y alive; x_proj's backward by hand, its input gradient added to the scan's d xc inside the matmul;
-  3. the conv forward once more with its graph, and its backward from d xc.
+  3. the conv's backward from xi and d xc (`causal_conv1d_grads`: on GPU the backward kernel alone, which recomputes
+     the conv's pre-activation itself; elsewhere the forward once more with its graph).
 d xi and d z go back apart (in_proj's `split_linear` takes them so): no (b, l, 2E) concatenation.
 Autocast state is captured in forward and restored for the recompute, so both see the same dtypes. On CPU (torch
 scan) a layer's fwd+bwd took 1.1x-1.4x the unfused time (d_model 256, b 2, L 1024, 2 threads).
@@ -44,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ..ops.causal_conv1d import causal_conv1d
+from ..ops.causal_conv1d import causal_conv1d, causal_conv1d_grads
 from ..ops.selective_scan import selective_scan
 
 
@@ -256,14 +257,13 @@ class MambaInnerFn(torch.autograd.Function):
             if need_dxc:
                 dxc = _add_matmul(dxc, dproj2, x_proj_w.to(dproj.dtype))
         del xc, proj
-        # 3. the conv's backward, on its forward run once more with a graph
+        # 3. the conv's backward from xi (the Triton kernel recomputes what it needs; other paths rerun the forward)
         dxi, d_conv = None, [None, None]
         if need_dxc:
-            xi = _leaf(xi, needs[0])
-            conv_weights = [_leaf(conv_w, needs[2]), _leaf(conv_b, needs[3])]
-            with torch.enable_grad(), autocast():
-                xc, _ = conv_branch(xi, *conv_weights, backend=ctx.backend)
-            dxi, *d_conv = _grads(xc, [xi, *conv_weights], dxc)
+            with autocast():
+                dxi, *d_conv = causal_conv1d_grads(
+                    xi, conv_w, conv_b, dxc, "silu", needs=(needs[0], needs[2], needs[3]), backend=ctx.backend
+                )
         # d xi and d z go back separately: in_proj's split backward takes them piece by piece, without joining
         return (dxi, dz, *d_conv, d_x_proj_w, *d_scan, d_out_w, d_out_b, None)
 

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from ssmkit.ops.causal_conv1d import causal_conv1d, causal_conv1d_update
+from ssmkit.ops.causal_conv1d import causal_conv1d, causal_conv1d_grads, causal_conv1d_update
 from tests.rules import assert_by_rule, grads
 
 LENGTHS = (1, 2, 7, 63, 257)
@@ -121,6 +121,19 @@ def test_update_loop_equals_forward(l: int, w: int):
     ref32_out, ref64_out = run(ref32, "silu", "reference"), run(ref64, "silu", "reference")
     for name, f, r32, r64 in zip(("y", "final_state"), stepped, ref32_out, ref64_out):
         assert_by_rule(name, f, r32, r64)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch"])
+def test_grads_from_x_alone(backend: str):
+    # causal_conv1d_grads off the kernels: the forward with a graph, differentiated; no bias -> no dbias
+    gen = torch.Generator().manual_seed(3)
+    x, weight, dy = torch.randn(2, 9, 5, generator=gen), torch.randn(5, 4, generator=gen), torch.randn(2, 9, 5)
+    dx, dweight, dbias = causal_conv1d_grads(x, weight, None, dy, "silu", needs=(True, True, True), backend=backend)
+    leaves = [x.clone().requires_grad_(), weight.clone().requires_grad_()]
+    want = torch.autograd.grad(causal_conv1d(*leaves, activation="silu", backend=backend), leaves, dy)
+    assert dbias is None
+    assert torch.equal(dx, want[0]) and torch.equal(dweight, want[1])
+    assert causal_conv1d_grads(x, weight, None, dy, needs=(False, False, True), backend=backend) == (None,) * 3
 
 
 def test_final_state_keeps_initial_entries_for_short_inputs():

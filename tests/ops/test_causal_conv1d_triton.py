@@ -14,7 +14,7 @@ import torch
 pytest.importorskip("triton")
 
 from ssmkit.ops import _backend
-from ssmkit.ops.causal_conv1d import causal_conv1d, causal_conv1d_update
+from ssmkit.ops.causal_conv1d import causal_conv1d, causal_conv1d_grads, causal_conv1d_update
 from tests.buffers import nan_empty
 from tests.rules import assert_by_rule
 
@@ -211,6 +211,31 @@ def test_gradients_of_some_inputs(kernels):
     same = torch.autograd.grad(y_same, (weight, bias), gy)
     for name, f, s, e in zip(("weight", "bias"), got, same, exact):
         assert_by_rule(f"grad {name}", f, s, e)
+
+
+@pytest.mark.triton_interpret
+@pytest.mark.parametrize("needs", [(True, True, True), (True, False, False), (False, True, True)])
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16))
+def test_grads_from_x_alone(needs, dtype, kernels):
+    # causal_conv1d_grads runs the backward kernel alone (Mamba's fused block): the gradients autograd gets through
+    # the forward, bit for bit (the same kernel), None where not asked for; x a strided slice of a wider tensor
+    b, l, d, w = 2, 19, 6, 4
+    inputs = make_inputs(b, l, d, w, state=False, seed=13)
+    wide = torch.randn(b, l, 2 * d, generator=torch.Generator().manual_seed(6), device=DEVICE).to(dtype)
+    wide[..., :d] = inputs["x"].to(dtype)
+    x = wide[..., :d]
+    weight, bias = inputs["weight"].float(), inputs["bias"].float()
+    dy = torch.randn(b, l, d, generator=torch.Generator().manual_seed(7)).to(DEVICE, dtype)
+    got = causal_conv1d_grads(x, weight, bias, dy, "silu", needs=needs, backend="triton")
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    y = causal_conv1d(*leaves, activation="silu", backend="triton")
+    want = torch.autograd.grad(y, leaves, dy)
+    for name, need, g, ref in zip(("dx", "dweight", "dbias"), needs, got, want):
+        assert (g is not None) == need, name
+        if need:
+            assert g.dtype == ref.dtype and torch.equal(g, ref), name
+    with pytest.raises(ValueError, match=r"dy: expected shape \(b, l, d\), x's shape"):
+        causal_conv1d_grads(x, weight, bias, dy[:, :-1], "silu", backend="triton")
 
 
 @pytest.mark.triton_interpret

@@ -10,6 +10,9 @@
     first sequence of each row, and final_state keeps only the last sequence's inputs (zeros before its start),
     so decoding can continue that sequence.
 
+    dx, dweight, dbias = causal_conv1d_grads(x, weight, bias, dy, activation=None, needs=(True, True, True))
+    the gradients of y for d y = dy, from x alone (no states, no seq_idx)
+
     y_t, state = causal_conv1d_update(x_t, conv_state, weight, bias=None, activation=None, backend="auto")
     x_t: (b, d)   conv_state: (b, d, w-1) -> y_t: (b, d), new state (b, d, w-1) in conv_state's dtype
 
@@ -96,6 +99,44 @@ def causal_conv1d(
     return fn(x, weight, bias, activation, initial_state, return_final_state, seq_idx)
 
 
+def causal_conv1d_grads(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    dy: torch.Tensor,
+    activation: str | None = None,
+    needs: tuple[bool, bool, bool] = (True, True, True),
+    backend: str = "auto",
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """(dx, dweight, dbias) of y = causal_conv1d(x, weight, bias, activation) for d y = dy (b, l, d), each None
+    unless `needs` asks for it (dbias also without a bias); no states, no seq_idx.
+
+    For a caller that kept x but not the conv's graph (Mamba's fused block recomputes in its backward): the Triton
+    path runs the backward kernel alone (it recomputes what it needs from x), the others run the forward with a
+    graph under the caller's autocast state and differentiate it."""
+    check_tensor("x", x)
+    check_float("x", x)
+    if x.dim() != 3 or x.shape[1] < 1:
+        raise ValueError(f"x: expected shape (b, l, d) with l >= 1, got {tuple(x.shape)}")
+    w = _check_common(weight, bias, activation, x.shape[2])
+    check_shape("dy", dy, tuple(x.shape), "(b, l, d), x's shape")
+    same_device(x=x, weight=weight, bias=bias, dy=dy)
+    chosen = _choose("causal_conv1d", backend, x, w)
+    if chosen == "triton":
+        from .triton_conv import causal_conv1d_grads_triton
+
+        return causal_conv1d_grads_triton(x, weight, bias, dy, activation, needs)
+    fn = causal_conv1d_ref if chosen == "reference" else causal_conv1d_torch
+    leaves = [None if t is None else t.detach().requires_grad_(need) for t, need in zip((x, weight, bias), needs)]
+    wanted = [t for t in leaves if t is not None and t.requires_grad]
+    if not wanted:
+        return None, None, None
+    with torch.enable_grad():
+        y = fn(*leaves, activation, None, False, None)
+    got = iter(torch.autograd.grad(y, wanted, dy))
+    return tuple(next(got) if t is not None and t.requires_grad else None for t in leaves)
+
+
 def causal_conv1d_update(
     x_t: torch.Tensor,
     conv_state: torch.Tensor,
@@ -122,4 +163,4 @@ def causal_conv1d_update(
     return causal_conv1d_update_ref(x_t, conv_state, weight, bias, activation)
 
 
-__all__ = ["causal_conv1d", "causal_conv1d_update"]
+__all__ = ["causal_conv1d", "causal_conv1d_grads", "causal_conv1d_update"]

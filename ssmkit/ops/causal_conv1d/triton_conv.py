@@ -411,3 +411,11 @@ def causal_conv1d_triton(x, weight, bias, activation, initial_state, return_fina
         return out
     y, final = out
     return y, final.transpose(1, 2).contiguous()  # (b, d, w-1)
+
+
+def causal_conv1d_grads_triton(x, weight, bias, dy, activation, needs):
+    """`causal_conv1d_grads` on the kernels: the backward kernel alone, from x (no forward run)."""
+    dx, dweight, dbias, _ = conv_bwd(
+        _rows(x), weight.contiguous(), _contiguous(bias), None, None, activation, dy.contiguous(), None, (*needs, False)
+    )
+    return dx, dweight, dbias
