@@ -382,6 +382,17 @@ def test_cuda_fused_head_and_state_sizes(monkeypatch, p, n):
 
 @pytest.mark.cuda
 @cuda
+def test_cuda_batch_one_walked_in_segments():
+    # W2's heads at batch 1: 64 programs, so the default plan walks 4 segments of 4 chunks (fine segments of 4)
+    from ssmkit.ops.ssd import triton_fused
+
+    case = Case(b=1, h=64, p=64, g=1, n=128, D="head", z=False)
+    assert triton_fused.walk_plan(1, case.h, case.p, case.n, 16) == triton_fused.WalkPlan(4, 4, 4)
+    check(case, 4096, 256, torch.bfloat16, "cuda", seed=71)
+
+
+@pytest.mark.cuda
+@cuda
 @every_path
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_largest_tiles(dtype):

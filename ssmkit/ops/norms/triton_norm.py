@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._triton_math import sigmoid_fast
 from ..selective_scan.triton_fwd import _store
 
 # block sizes, settable by benchmarks and tests
@@ -42,7 +43,8 @@ def _empty(*shape, dtype, device):
 
 @triton.jit
 def _gated_input(x_ptr, z_ptr, xo, zo, mask, HAS_Z: tl.constexpr, GATE_AFTER: tl.constexpr):
-    """(x, xg, z, gate) in fp32 at offsets xo, zo: xg is what is normalized; z, gate = silu(z) are x without z.
+    """(x, xg, z, gate, sig) in fp32 at offsets xo, zo: xg is what is normalized; z, gate = silu(z) and
+    sig = sigmoid(z) (which the backward reuses) are x without z.
 
     GATE_AFTER (norm_before_gate with a z): the gate multiplies the normalized output, not the input.
     """
@@ -50,12 +52,14 @@ def _gated_input(x_ptr, z_ptr, xo, zo, mask, HAS_Z: tl.constexpr, GATE_AFTER: tl
     xg = x
     z = x
     gate = x
+    sig = x
     if HAS_Z:
         z = tl.load(z_ptr + zo, mask=mask, other=0.0).to(tl.float32)
-        gate = z * tl.sigmoid(z)
+        sig = sigmoid_fast(z)
+        gate = z * sig
         if not GATE_AFTER:
             xg = x * gate
-    return x, xg, z, gate
+    return x, xg, z, gate, sig
 
 
 @triton.jit
@@ -87,7 +91,7 @@ def _norm_fwd_kernel(
         mask = mask_r[:, None] & (tl.arange(0, BW) < W)[None, :]
         xo = rows64[:, None] * sx + cols[None, :]
         zo = rows64[:, None] * sz + cols[None, :]
-        _, xg, _, gate = _gated_input(x_ptr, z_ptr, xo, zo, mask, HAS_Z, GATE_AFTER)
+        _, xg, _, gate, _ = _gated_input(x_ptr, z_ptr, xo, zo, mask, HAS_Z, GATE_AFTER)
         rstd = tl.rsqrt(tl.sum(xg * xg, axis=1) / W + eps)  # (BR,)
         _fwd_tile(w_ptr, y_ptr, xg, gate, rows64, mask_r, rstd, 0, j, sy,
                   W, BW, HAS_W, GATE_AFTER)  # fmt: skip
@@ -98,7 +102,7 @@ def _norm_fwd_kernel(
             mask = mask_r[:, None] & (c0 + tl.arange(0, BW) < W)[None, :]
             xo = rows64[:, None] * sx + cols[None, :]
             zo = rows64[:, None] * sz + cols[None, :]
-            _, xg, _, _ = _gated_input(x_ptr, z_ptr, xo, zo, mask, HAS_Z, GATE_AFTER)
+            _, xg, _, _, _ = _gated_input(x_ptr, z_ptr, xo, zo, mask, HAS_Z, GATE_AFTER)
             ss += tl.sum(xg * xg, axis=1)
         rstd = tl.rsqrt(ss / W + eps)
         for c0 in range(0, W, BW):
@@ -106,7 +110,7 @@ def _norm_fwd_kernel(
             mask = mask_r[:, None] & (c0 + tl.arange(0, BW) < W)[None, :]
             xo = rows64[:, None] * sx + cols[None, :]
             zo = rows64[:, None] * sz + cols[None, :]
-            _, xg, _, gate = _gated_input(x_ptr, z_ptr, xo, zo, mask, HAS_Z, GATE_AFTER)
+            _, xg, _, gate, _ = _gated_input(x_ptr, z_ptr, xo, zo, mask, HAS_Z, GATE_AFTER)
             _fwd_tile(w_ptr, y_ptr, xg, gate, rows64, mask_r, rstd, c0, j, sy,
                       W, BW, HAS_W, GATE_AFTER)  # fmt: skip
     if STORE_RSTD:
@@ -117,14 +121,14 @@ def _norm_fwd_kernel(
 def _bwd_terms(x_ptr, z_ptr, w_ptr, dy_ptr, rows, mask_r, rstd, c0, j, sx, sz, sdy,
                W: tl.constexpr, BW: tl.constexpr, HAS_Z: tl.constexpr, HAS_W: tl.constexpr,
                GATE_AFTER: tl.constexpr):  # fmt: skip
-    """(x, z, gate, dy, dyw, n, dn) for the (BR, BW) tile at columns c0 + [0, BW) of group j, fp32:
+    """(x, z, gate, sig, dy, dyw, n, dn) for the (BR, BW) tile at columns c0 + [0, BW) of group j, fp32:
     dyw = dy w, n = xg rstd, dn = dL/dn."""
     cols = c0 + tl.arange(0, BW)
     mask_c = cols < W
     mask = mask_r[:, None] & mask_c[None, :]
     ch = (j * W + cols)[None, :]
-    x, xg, z, gate = _gated_input(x_ptr, z_ptr, rows[:, None] * sx + ch, rows[:, None] * sz + ch, mask,
-                                  HAS_Z, GATE_AFTER)  # fmt: skip
+    x, xg, z, gate, sig = _gated_input(x_ptr, z_ptr, rows[:, None] * sx + ch, rows[:, None] * sz + ch, mask,
+                                       HAS_Z, GATE_AFTER)  # fmt: skip
     dy = tl.load(dy_ptr + rows[:, None] * sdy + ch, mask=mask, other=0.0).to(tl.float32)
     n = xg * rstd[:, None]
     dyw = dy
@@ -133,11 +137,11 @@ def _bwd_terms(x_ptr, z_ptr, w_ptr, dy_ptr, rows, mask_r, rstd, c0, j, sx, sz, s
     dn = dyw
     if GATE_AFTER:
         dn = dyw * gate
-    return x, z, gate, dy, dyw, n, dn
+    return x, z, gate, sig, dy, dyw, n, dn
 
 
 @triton.jit
-def _bwd_store(x, z, gate, dy, dyw, n, dn, c, rstd, dx_ptr, dz_ptr, rows, mask_r, c0, j,
+def _bwd_store(x, z, gate, sig, dy, dyw, n, dn, c, rstd, dx_ptr, dz_ptr, rows, mask_r, c0, j,
                D: tl.constexpr, W: tl.constexpr, BW: tl.constexpr, HAS_Z: tl.constexpr,
                GATE_AFTER: tl.constexpr):  # fmt: skip
     """Store dx, dz (contiguous (M, d)) of one tile; c (BR,) = mean(dn n) over the row's group.
@@ -149,7 +153,6 @@ def _bwd_store(x, z, gate, dy, dyw, n, dn, c, rstd, dx_ptr, dz_ptr, rows, mask_r
     dxg = (dn - n * c[:, None]) * rstd[:, None]
     dw_terms = dy * n
     if HAS_Z:
-        sig = tl.sigmoid(z)
         dsilu = sig * (1.0 + z * (1.0 - sig))
         if GATE_AFTER:
             _store(dx_ptr, offs, dxg, mask)
@@ -181,10 +184,10 @@ def _norm_bwd_kernel(
             mask_r = rows < row_stop
             rows = rows.to(tl.int64)
             rstd = tl.load(rstd_ptr + rows * G + j, mask=mask_r, other=0.0)
-            x, z, gate, dy, dyw, n, dn = _bwd_terms(x_ptr, z_ptr, w_ptr, dy_ptr, rows, mask_r, rstd, 0, j, sx, sz,
-                                                    sdy, W, BW, HAS_Z, HAS_W, GATE_AFTER)  # fmt: skip
+            x, z, gate, sig, dy, dyw, n, dn = _bwd_terms(x_ptr, z_ptr, w_ptr, dy_ptr, rows, mask_r, rstd, 0, j, sx,
+                                                         sz, sdy, W, BW, HAS_Z, HAS_W, GATE_AFTER)  # fmt: skip
             c = tl.sum(dn * n, axis=1) / W
-            dw_terms = _bwd_store(x, z, gate, dy, dyw, n, dn, c, rstd, dx_ptr, dz_ptr, rows, mask_r, 0, j,
+            dw_terms = _bwd_store(x, z, gate, sig, dy, dyw, n, dn, c, rstd, dx_ptr, dz_ptr, rows, mask_r, 0, j,
                                   D, W, BW, HAS_Z, GATE_AFTER)  # fmt: skip
             dw_acc += tl.sum(dw_terms, axis=0)
         if COMPUTE_DW:
@@ -200,14 +203,15 @@ def _norm_bwd_kernel(
             rstd = tl.load(rstd_ptr + rows * G + j, mask=mask_r, other=0.0)
             c = tl.zeros([BR], dtype=tl.float32)
             for c0 in range(0, W, BW):
-                _, _, _, _, _, n, dn = _bwd_terms(x_ptr, z_ptr, w_ptr, dy_ptr, rows, mask_r, rstd, c0, j, sx, sz,
+                _, _, _, _, _, _, n, dn = _bwd_terms(x_ptr, z_ptr, w_ptr, dy_ptr, rows, mask_r, rstd, c0, j, sx, sz,
                                                   sdy, W, BW, HAS_Z, HAS_W, GATE_AFTER)  # fmt: skip
                 c += tl.sum(dn * n, axis=1)
             c = c / W
             for c0 in range(0, W, BW):
-                x, z, gate, dy, dyw, n, dn = _bwd_terms(x_ptr, z_ptr, w_ptr, dy_ptr, rows, mask_r, rstd, c0, j,
-                                                        sx, sz, sdy, W, BW, HAS_Z, HAS_W, GATE_AFTER)  # fmt: skip
-                dw_terms = _bwd_store(x, z, gate, dy, dyw, n, dn, c, rstd, dx_ptr, dz_ptr, rows, mask_r, c0, j,
+                x, z, gate, sig, dy, dyw, n, dn = _bwd_terms(x_ptr, z_ptr, w_ptr, dy_ptr, rows, mask_r, rstd, c0,
+                                                             j, sx, sz, sdy, W, BW, HAS_Z, HAS_W,
+                                                             GATE_AFTER)  # fmt: skip
+                dw_terms = _bwd_store(x, z, gate, sig, dy, dyw, n, dn, c, rstd, dx_ptr, dz_ptr, rows, mask_r, c0, j,
                                       D, W, BW, HAS_Z, GATE_AFTER)  # fmt: skip
                 if COMPUTE_DW:
                     cols = c0 + tl.arange(0, BW)
