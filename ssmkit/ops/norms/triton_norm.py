@@ -28,11 +28,11 @@ MAX_BLOCK_W = 8192  # widest group held in registers at once (channels, a power 
 COL_BLOCK = 2048  # column block for wider groups
 FWD_TILE = 4096  # elements per forward program: BR = FWD_TILE / next_pow2(W) rows
 # backward: elements per iteration and programs (over rows and groups) at most, the dw partials being (programs, d)
-# fp32, at most BWD_PARTIALS elements of them (64 MiB). H200, W6's gated norm backward (65,536 rows of one 4,096-wide
-# group, z): 1.06 ms at 8,192 and 4,096 against 1.25 at 2,048 and 1,024 (2,048-8,192 programs at 2,048: 1.26-1.31;
-# 16,384 at 4,096: 1.42)
+# fp32, at most BWD_PARTIALS elements of them (64 MiB). H200, W6's gated norm (65,536 rows of one 4,096-wide group,
+# z), fwd+bwd with the sigmoid computed once (d1d4593; out/s13/norm_sweep.py): tile 8,192 at 1,024 / 2,048 / 4,096
+# programs 1.148 / 1.158 / 1.177 ms (16 warps; 8 warps 1.42, 32 warps 2.7); tile 4,096 1.35-1.52; 16,384 2.3-12
 BWD_TILE = 8192
-BWD_PROGRAMS = 4096
+BWD_PROGRAMS = 1024
 BWD_PARTIALS = 1 << 24
 
 
