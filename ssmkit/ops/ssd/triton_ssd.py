@@ -93,14 +93,16 @@ class _SSDTriton(torch.autograd.Function):
             enter, final = state_fwd(x, B, dtp, cum, cum_lo, segp, initial_state, Q, prec)
             out, ypre = chunk_scan_fwd(x, z, cb, C, dtp, cum, cum_lo, segp, enter, D, Q, prec, store_ypre)
         ctx.save_for_backward(x, dt, A, B, C, D, z, dt_bias, dtp, cum, cum_lo, segp, cb, enter, ypre)
-        ctx.config = (dt_softplus, dt_limit, Q, prec, initial_state is not None)
+        # the backward walks whole sequences too when the forward did
+        walk_back = plan is not None and plan.segments == 1
+        ctx.config = (dt_softplus, dt_limit, Q, prec, initial_state is not None, walk_back)
         ctx.set_materialize_grads(False)
         return out, final
 
     @staticmethod
     def backward(ctx, dout, dfinal):
         x, dt, A, B, C, D, z, dt_bias, dtp, cum, cum_lo, segp, cb, enter, ypre = ctx.saved_tensors
-        dt_softplus, dt_limit, Q, prec, has_init = ctx.config
+        dt_softplus, dt_limit, Q, prec, has_init, walk_back = ctx.config
         if dout is None:
             dout = torch.zeros_like(x)
         dz = None
@@ -112,7 +114,7 @@ class _SSDTriton(torch.autograd.Function):
                 dz = (dout.float() * ypre.float() * sig * (1 + zf * (1 - sig))).to(z.dtype)
         else:
             dy = dout.to(x.dtype)
-        dend, dinit, dT = state_bwd(dy, C, dtp, cum, cum_lo, segp, enter, dfinal, Q, prec)
+        dend, dinit, dT = state_bwd(dy, C, dtp, cum, cum_lo, segp, enter, dfinal, Q, prec, walk=walk_back)
         dx, dB, dC, ddt_direct, da, dcum, dD = chunk_bwd(
             x, B, C, dy, dtp, cum, cum_lo, segp, cb, enter, dend, D, Q, prec
         )

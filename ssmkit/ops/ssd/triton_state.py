@@ -253,6 +253,45 @@ def _pass_bwd_kernel(
     tl.store(dinit_ptr + pid_bh * pn + re, dS, mask=mask)
 
 
+@triton.jit
+def _state_bwd_walk_kernel(
+    dy_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, enter_ptr, dfinal_ptr, dend_ptr, dinit_ptr, dT_ptr,
+    l, h, p, n, Lp, hg,
+    sy_b, sy_l, sy_h, sy_p, sC_b, sC_l, sC_g, sC_n,
+    Q: tl.constexpr, BK: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, HAS_DFINAL: tl.constexpr,
+    HAS_SEG: tl.constexpr, CUM_LO: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """The backward's chunk states and reverse passing in one walk, one program per (batch, head, p-tile, n-tile),
+    chunks last to first, dS in registers: d_end[k] = dS; dS <- exp(cum_last[k]) dS + loc[k] (the module
+    docstring), with loc[k] formed in place instead of written and read back."""
+    pid_bh, pid_p, pid_n = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    bi, hi = pid_bh // h, pid_bh % h
+    nc = Lp // Q
+    n_blocks = tl.num_programs(1) * tl.num_programs(2)
+    rp = pid_p * BP + tl.arange(0, BP)
+    rn = pid_n * BN + tl.arange(0, BN)
+    tile_mask = (rp < p)[:, None] & (rn < n)[None, :]
+    at = rp[:, None] * n + rn[None, :]  # (BP, BN) within one (p, n) state
+    if HAS_DFINAL:
+        dS = tl.load(dfinal_ptr + pid_bh * p * n + at, mask=tile_mask, other=0.0)
+    else:
+        dS = tl.zeros((BP, BN), dtype=tl.float32)
+    row = pid_bh * Lp
+    for i in range(nc):
+        ci = nc - 1 - i
+        state_at = ((bi * nc + ci) * h + hi) * p * n + at
+        tl.store(dend_ptr + state_at, dS, mask=tile_mask)
+        decay = _decay_across(cum_ptr, seg_ptr, row, bi, ci, Lp, Q, HAS_SEG)
+        S_in = tl.load(enter_ptr + state_at, mask=tile_mask, other=0.0)
+        tl.store(dT_ptr + (pid_bh * nc + ci) * n_blocks + pid_p * tl.num_programs(2) + pid_n, tl.sum(dS * S_in) * decay)
+        dS = _chunk_state_acc(
+            dS * decay, dy_ptr, C_ptr, dtp_ptr, cum_ptr, cumlo_ptr, seg_ptr, bi, ci, 0, hi, rp, rn,
+            l, h, p, n, Lp, hg, sy_b, sy_l, sy_h, sy_p, sC_b, sC_l, sC_g, sC_n,
+            Q, Q, BK, False, HAS_SEG, CUM_LO, PREC, UPCAST, False,
+        )  # fmt: skip
+    tl.store(dinit_ptr + pid_bh * p * n + at, dS, mask=tile_mask)
+
+
 # launch settings, settable by benchmarks
 STATE_BN = 128  # n-tile of the chunk-state kernel
 PASS_BLOCK = 1024  # state elements per passing program
@@ -299,11 +338,29 @@ def state_fwd(x, B, dtp, cum, cum_lo, segp, initial_state, Q, prec):
     return enter, final
 
 
-def state_bwd(dy, C, dtp, cum, cum_lo, segp, enter, dfinal, Q, prec):
-    """-> d_end (b, nc, h, p, n): d of the state after each chunk; d initial_state (b, h, p, n); dT (b, h, nc)."""
+def state_bwd(dy, C, dtp, cum, cum_lo, segp, enter, dfinal, Q, prec, walk=False):
+    """-> d_end (b, nc, h, p, n): d of the state after each chunk; d initial_state (b, h, p, n); dT (b, h, nc).
+
+    walk: one kernel walking each sequence's chunks in reverse (for calls whose b * h fill the GPU), instead of the
+    chunk states in parallel, written, then passed over."""
     b, _, h, p = dy.shape
     n = C.shape[-1]
     nc = enter.shape[1]
+    if walk:
+        dend = torch.empty(b, nc, h, p, n, device=dy.device, dtype=torch.float32)
+        dinit = torch.empty(b, h, p, n, device=dy.device, dtype=torch.float32)
+        BP = max(16, min(64, triton.next_power_of_2(p)))
+        BN = max(16, min(STATE_BN, triton.next_power_of_2(n)))
+        grid = (b * h, triton.cdiv(p, BP), triton.cdiv(n, BN))
+        dT = torch.empty(b, h, nc, grid[1] * grid[2], device=dy.device, dtype=torch.float32)
+        dfin = dfinal.contiguous() if dfinal is not None else dinit
+        _state_bwd_walk_kernel[grid](
+            dy, C, dtp, cum, cum_lo if cum_lo is not None else cum, segp if segp is not None else dtp, enter, dfin,
+            dend, dinit, dT, dy.shape[1], h, p, n, cum.shape[-1], h // C.shape[-2], *dy.stride(), *C.stride(),
+            Q=Q, BK=min(64, Q), BP=BP, BN=BN, HAS_DFINAL=dfinal is not None, HAS_SEG=segp is not None,
+            CUM_LO=cum_lo is not None, PREC=prec, UPCAST=upcast_dots(C.dtype), **LAUNCH["state"],
+        )  # fmt: skip
+        return dend, dinit, dT.sum(-1)
     dend = _chunk_states(dy, C, dtp, cum, cum_lo, segp, Q, prec, to_end=False)
     dinit = torch.empty(b, h, p, n, device=dy.device, dtype=torch.float32)
     grid, block = _pass_grid(b, h, p * n)
