@@ -13,6 +13,8 @@ each step is one load and one store (the next chunk's load is issued before the 
     forward:   entering[k] = S;   S <- exp(cum_last[k]) S + st[k]          (in place: st becomes entering)
     backward:  d_end[k] = dS;     dS <- exp(cum_last[k]) dS + loc[k]       (in place: loc becomes d_end)
                d cum_last[k] += exp(cum_last[k]) <dS, entering[k]>   (partial sums per block; the caller adds them)
+When the forward walked whole sequences (triton_fused), the backward's chunk states and reverse passing run as one
+walk (`_state_bwd_walk_kernel`), loc[k] formed in registers rather than written and read back.
 Packed sequences (segment ids): only tokens of the chunk's last segment reach its end, only tokens of the
 segment before the chunk see the entering state, and the state crosses a chunk border only within a segment.
 """
