@@ -4,10 +4,11 @@ Forward:  triton_cumsum (dt transform, cumulative decay per chunk) -> triton_cb 
 kept for the backward) -> triton_state (chunk states in parallel, then the passing; the state entering each
 chunk) -> triton_scan (chunk outputs, D, silu(z)). When b * h programs fill the GPU, triton_fused does the last
 two in one kernel that walks the chunks in order, stepping the state every 64 tokens (the same results up to the
-order of fp32 sums).
+order of fp32 sums); with fewer programs a long sequence is walked in segments (`walk_plan`, triton_segments).
 Backward: silu(z) gate in torch -> triton_state (each chunk's d of its entering state, then the reverse passing:
-d of the state after each chunk, d initial_state) -> triton_bwd (dCB, dx, dB, dC, d dt, d cum) -> triton_cumsum
-backward (d dt through softplus and the limit, dA, d dt_bias).
+d of the state after each chunk, d initial_state; one reverse walk when the forward walked whole sequences) ->
+triton_bwd (dCB, dx, dB, dC, d dt, d cum) -> triton_cumsum backward (d dt through softplus and the limit, dA,
+d dt_bias).
 
 Matmul operands are in x's dtype: bf16 / fp16 on the tensor cores, fp32 as exact fp32 products ("ieee"). With
 16-bit inputs every product with an fp32 operand (the scores M, x dt w, states, dCB, the backward's scores) splits
