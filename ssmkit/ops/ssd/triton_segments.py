@@ -24,7 +24,15 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from .triton_state import LAUNCH, STATE_BN, _chunk_state_acc, _decay_across, _pass_fwd_kernel, _pass_grid, upcast_dots
+from .triton_state import (
+    LAUNCH,
+    _chunk_state_acc,
+    _decay_across,
+    _pass_fwd_kernel,
+    _pass_grid,
+    state_tiles,
+    upcast_dots,
+)
 
 
 @triton.jit
@@ -76,8 +84,7 @@ def segment_starts(x, B, dtp, cum, cum_lo, segp, initial_state, Q, prec, seg_chu
     Lp = dtp.shape[-1]
     n_seg = (segments - 1) * every  # the fine segments before the last start; none after it is needed
     states = torch.empty(b, n_seg, h, p, n, device=x.device, dtype=torch.float32)
-    BP = max(16, min(64, triton.next_power_of_2(p)))
-    BN = max(16, min(STATE_BN, triton.next_power_of_2(n)))
+    BP, BN = state_tiles(p, n)
     grid = (b * n_seg * h, triton.cdiv(p, BP), triton.cdiv(n, BN))
     _segment_state_kernel[grid](
         x, B, dtp, cum, cum_lo if cum_lo is not None else cum, segp if segp is not None else dtp, states,

@@ -302,14 +302,18 @@ PASS_BLOCK = 1024  # state elements per passing program
 LAUNCH = {"state": {"num_warps": 4, "num_stages": 2}, "pass": {}}
 
 
+def state_tiles(p: int, n: int) -> tuple[int, int]:
+    """(BP, BN): the (p, n) tile of one program of the chunk-state kernels (and their walks)."""
+    return max(16, min(64, triton.next_power_of_2(p))), max(16, min(STATE_BN, triton.next_power_of_2(n)))
+
+
 def _chunk_states(u, V, dtp, cum, cum_lo, segp, Q, prec, to_end):
     b, l, h, p = u.shape
     g, n = V.shape[-2:]
     Lp = dtp.shape[-1]
     nc = Lp // Q
     out = torch.empty(b, nc, h, p, n, device=u.device, dtype=torch.float32)
-    BP = max(16, min(64, triton.next_power_of_2(p)))
-    BN = max(16, min(STATE_BN, triton.next_power_of_2(n)))
+    BP, BN = state_tiles(p, n)
     grid = (b * nc * h, triton.cdiv(p, BP), triton.cdiv(n, BN))
     _chunk_state_kernel[grid](
         u, V, dtp, cum, cum_lo if cum_lo is not None else cum, segp if segp is not None else dtp, out,
@@ -351,8 +355,7 @@ def state_bwd(dy, C, dtp, cum, cum_lo, segp, enter, dfinal, Q, prec, walk=False)
     if walk:
         dend = torch.empty(b, nc, h, p, n, device=dy.device, dtype=torch.float32)
         dinit = torch.empty(b, h, p, n, device=dy.device, dtype=torch.float32)
-        BP = max(16, min(64, triton.next_power_of_2(p)))
-        BN = max(16, min(STATE_BN, triton.next_power_of_2(n)))
+        BP, BN = state_tiles(p, n)
         grid = (b * h, triton.cdiv(p, BP), triton.cdiv(n, BN))
         dT = torch.empty(b, h, nc, grid[1] * grid[2], device=dy.device, dtype=torch.float32)
         dfin = dfinal.contiguous() if dfinal is not None else dinit
