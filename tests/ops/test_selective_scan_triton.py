@@ -35,6 +35,7 @@ def force_chunks(triton_scan, monkeypatch):
     """Cut the sequence into chunks even at test sizes: the cross-chunk combine in both directions."""
     monkeypatch.setattr(triton_scan, "FWD_UNCHUNKED_PROGRAMS", 1 << 30)
     monkeypatch.setattr(triton_scan, "FWD_TARGET_PROGRAMS", 1 << 20)
+    monkeypatch.setattr(triton_scan, "BWD_UNCHUNKED_PROGRAMS", 1 << 30)
     monkeypatch.setattr(triton_scan, "BWD_TARGET_PROGRAMS", 1 << 20)
 
 

@@ -49,8 +49,12 @@ SUB = 4
 # 17.01 / 16.94 at 4,096, 17.28 / 17.23 at 2,048; W6 Mamba fused 35.66 / 36.03 / 36.18). 4,096 stays: at 8,192 W6's
 # Mamba block peaks at 6.02 GiB, over mamba_ssm's 5.98 (5.96 at 4,096); freeing the local pass's two buffers right
 # after the combine did not lower that peak (bdb9f74's tree), so what grows with the chunks there is not known yet.
+# From BWD_UNCHUNKED_PROGRAMS programs on the backward runs in one pass: W1 fwd+bwd at L = 4K (b 16, 2,048 programs)
+# 11.44 ms in one pass against 12.99-13.08 in two chunks (H200, f7d0727's kernels); at b 8, L 8K (1,024 programs)
+# two chunks are slower than four (13.61 against 13.07), so the target above stays below it.
 FWD_UNCHUNKED_PROGRAMS = 256
 FWD_TARGET_PROGRAMS = 2048
+BWD_UNCHUNKED_PROGRAMS = 2048
 BWD_TARGET_PROGRAMS = 4096
 COMBINE_BLOCK = 256
 
@@ -165,7 +169,8 @@ def scan_bwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfin
     NP = triton.next_power_of_2(n)
     BD = _block_d(d // g, BD_BWD)
     blocks = d // BD
-    chunk_len, nc = _chunking(b, l, blocks, BWD_TARGET_PROGRAMS)
+    target = 1 if b * blocks >= BWD_UNCHUNKED_PROGRAMS else BWD_TARGET_PROGRAMS
+    chunk_len, nc = _chunking(b, l, blocks, target)
     n_tiles = triton.cdiv(l, TT)
     dev = u.device
     f32 = torch.float32
