@@ -96,9 +96,10 @@ def scan_branch(
     ssm_state: torch.Tensor | None = None,
     seq_idx: torch.Tensor | None = None,
     backend: str = "auto",
+    grad_hint: torch.Tensor | None = None,
 ):
     """xc, z (b, l, E) and x_proj's output proj (b, l, R + 2N) -> (y (b, l, E) before out_proj, ssm final state
-    (b, E, N)): dt_proj and the scan."""
+    (b, E, N)): dt_proj and the scan. grad_hint: y's gradient when already known (`selective_scan`)."""
     dt, B, C = _split_proj(proj, dt_proj_weight, A_log.shape[1])
     return selective_scan(
         xc,
@@ -114,6 +115,7 @@ def scan_branch(
         return_final_state=True,
         seq_idx=seq_idx,
         backend=backend,
+        grad_hint=grad_hint,
     )
 
 
@@ -232,10 +234,11 @@ class MambaInnerFn(torch.autograd.Function):
         proj.requires_grad_(need_dxc or needs[4])
         z = _leaf(z, needs[1])
         scan_weights = [_leaf(t, need) for t, need in zip((dt_proj_w, dt_bias, A_log, D), needs[5:9])]
+        # out_proj's input gradient first (its matmuls run in dout's dtype, the autocast dtype under autocast): the
+        # scan's forward takes it as a hint and does its backward's per-chunk pass on the way
+        dy = (dout @ out_w.to(dout.dtype)).to(xc.dtype)  # (b, l, E), in y's dtype (the scan's output is xc's)
         with torch.enable_grad(), autocast():
-            y, _ = scan_branch(xc, proj, z, *scan_weights, backend=ctx.backend)  # (b, l, E)
-        # out_proj's backward by hand: its matmuls ran in dout's dtype (the autocast dtype under autocast)
-        dy = (dout @ out_w.to(dout.dtype)).to(y.dtype)  # (b, l, E)
+            y, _ = scan_branch(xc, proj, z, *scan_weights, backend=ctx.backend, grad_hint=dy)  # (b, l, E)
         with torch.enable_grad():
             seed = _GradSeed.apply(y, dy)
         del dy

@@ -166,3 +166,27 @@ def test_mamba_step_equals_forward_fp64():
 def test_mamba2_step_equals_forward_fp64():
     layer = Mamba2(16, Mamba2Config(d_state=4, headdim=8, chunk_size=4)).double()
     check_step_equals_forward(layer, torch.randn(2, 9, 16, dtype=torch.float64))
+
+
+@pytest.mark.triton_interpret
+def test_fused_triton_backward_takes_the_scan_pieces_from_the_recompute(fresh_triton_status, monkeypatch):
+    """The fused backward tells the scan's recompute y's gradient: with the forward in one pass and the backward in
+    chunks, the recompute forms the chunks' pieces and the backward's own local pass does not run; the values and
+    gradients are those of the unfused layer."""
+    pytest.importorskip("triton")
+    from ssmkit.ops.selective_scan import triton_scan
+
+    monkeypatch.setattr(triton_scan, "FWD_UNCHUNKED_PROGRAMS", 1)
+    monkeypatch.setattr(triton_scan, "BWD_UNCHUNKED_PROGRAMS", 1 << 30)
+    monkeypatch.setattr(triton_scan, "BWD_TARGET_PROGRAMS", 1 << 20)  # 16-step backward chunks
+    kernel, launches = triton_scan._bwd_local_seq_kernel, []
+
+    class Spy:
+        def __getitem__(self, grid):
+            return lambda *a, **kw: launches.append(grid) or kernel[grid](*a, **kw)
+
+    monkeypatch.setattr(triton_scan, "_bwd_local_seq_kernel", Spy())
+    layer, x = make_layer(backend="triton"), torch.randn(1, 40, 16, requires_grad=True)
+    layer(x)[0].sum().backward()
+    assert launches == []
+    compare(layer, x)

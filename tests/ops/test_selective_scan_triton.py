@@ -56,8 +56,9 @@ def make_inputs(b, l, d, n, g, *, dtype=torch.float32, device=DEVICE):
     )
 
 
-def compare(inputs, softplus=True, **kw):
-    """Triton vs fp64 reference vs reference in the inputs' own dtype: y, final state and all gradients."""
+def compare(inputs, softplus=True, hint=None, **kw):
+    """Triton vs fp64 reference vs reference in the inputs' own dtype: y, final state and all gradients.
+    hint: the Triton forward is told y's gradient ("same": the one its backward then gets; "other": another)."""
     present = {k: v for k, v in inputs.items() if v is not None}
 
     def leaves(cast):
@@ -65,16 +66,19 @@ def compare(inputs, softplus=True, **kw):
 
     fast, exact, same = leaves(lambda t: t.clone()), leaves(lambda t: t.double()), leaves(lambda t: t.clone())
 
-    def run(x, backend):
-        return selective_scan(**x, dt_softplus=softplus, return_final_state=True, backend=backend, **kw)
+    def run(x, backend, grad_hint=None):
+        return selective_scan(
+            **x, dt_softplus=softplus, return_final_state=True, backend=backend, grad_hint=grad_hint, **kw
+        )
 
-    y, h = run(fast, "triton")
+    gy = torch.randn_like(inputs["u"])
+    y, h = run(fast, "triton", {"same": gy, "other": gy + 1.0, None: None}[hint])
     y64, h64 = run(exact, "reference")
     y_s, h_s = run(same, "reference")
     assert y.dtype == inputs["u"].dtype and h.dtype == torch.float32
     assert_by_rule("y", y, y_s, y64)
     assert_by_rule("final_state", h, h_s, h64)
-    gy, gh = torch.randn_like(y), torch.randn_like(h)
+    gh = torch.randn_like(h)
     names = list(present)
     g_fast = torch.autograd.grad((y, h), [fast[k] for k in names], (gy, gh))
     g_exact = torch.autograd.grad((y64, h64), [exact[k] for k in names], (gy.double(), gh.double()))
@@ -149,6 +153,30 @@ def test_z_view_of_xz_is_read_in_place(monkeypatch):
     assert seen[0].stride(1) == 16 and seen[0].data_ptr() == xz[..., 8:].data_ptr()
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.triton_interpret
+@pytest.mark.parametrize("packed", [False, True])
+def test_gradient_hint_does_the_backward_local_pass_in_the_forward(nan_outputs, monkeypatch, packed):
+    """Told y's gradient, a one-pass forward forms the chunked backward's per-chunk pieces itself: the backward's
+    local pass does not run, and every gradient is as without the hint. Another gradient than the hint: it runs."""
+    monkeypatch.setattr(nan_outputs, "FWD_UNCHUNKED_PROGRAMS", 1)
+    monkeypatch.setattr(nan_outputs, "BWD_UNCHUNKED_PROGRAMS", 1 << 30)
+    monkeypatch.setattr(nan_outputs, "BWD_TARGET_PROGRAMS", 1 << 20)  # 16-step backward chunks
+    kernel, launches = nan_outputs._bwd_local_seq_kernel, []
+
+    class Spy:
+        def __getitem__(self, grid):
+            return lambda *a, **kw: launches.append(grid) or kernel[grid](*a, **kw)
+
+    monkeypatch.setattr(nan_outputs, "_bwd_local_seq_kernel", Spy())
+    lengths = [5, 20, 1, 14]
+    seq_idx = torch.cat([torch.full((k,), i) for i, k in enumerate(lengths)])[None].to(DEVICE) if packed else None
+    inputs = make_inputs(1, sum(lengths), 8, 4, 2)
+    compare(inputs, hint="same", seq_idx=seq_idx)
+    assert launches == []
+    compare(inputs, hint="other", seq_idx=seq_idx)
+    assert len(launches) == 1
 
 
 @pytest.mark.triton_interpret

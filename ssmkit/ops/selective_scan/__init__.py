@@ -57,11 +57,16 @@ def selective_scan(
     return_final_state: bool = False,
     seq_idx: torch.Tensor | None = None,
     backend: str = "auto",
+    grad_hint: torch.Tensor | None = None,
 ):
     """h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t;  y_t = C_t . h_t + D u_t;  y *= silu(z).
 
     Returns y (b, l, d) in u's dtype, or (y, final_state (b, d, n)) when return_final_state.
     seq_idx (b, l) int: the state resets to zero wherever it changes along l.
+    grad_hint (b, l, d), contiguous: the gradient y will get, for callers that know it before the forward (a
+    backward that recomputes this op, as the fused Mamba block does). The Triton path then does part of the
+    backward's work in the forward pass; it is used only if the backward receives this very tensor, unmodified.
+    Other backends ignore it. Results are the same either way.
     """
     check_tensor("u", u)
     check_float("u", u)
@@ -86,10 +91,14 @@ def selective_scan(
         chosen = "torch"  # nothing to launch
     chosen = away_from_triton("selective_scan", backend, chosen, float64_reason("u", u))
     if chosen == "triton":
-        from .triton_scan import selective_scan_triton as impl
+        from .triton_scan import selective_scan_triton
+
+        y, final = selective_scan_triton(
+            u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx, grad_hint
+        )  # fmt: skip
     else:
         impl = selective_scan_ref if chosen == "reference" else selective_scan_chunked
-    y, final = impl(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx)
+        y, final = impl(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx)
     return (y, final) if return_final_state else y
 
 

@@ -25,14 +25,15 @@ from .._triton_math import exp2_fast, load_f32x4, prefetch_l1, round_bf16, sigmo
 @triton.jit
 def _state_index(NP: tl.constexpr, N: tl.constexpr):
     """(NP,) the states n in the order a thread holds them: pairs of pairs swapped (2, 3, 0, 1, 6, 7, 4, 5, ...)
-    when B, C are read as 128-bit quads (`_quads`), else neighbours swapped (1, 0, 3, 2, ...).
+    when B, C are read as 128-bit quads (QUADS, as in `_group_loads`), else neighbours swapped (1, 0, 3, 2, ...).
 
     Any order is right (every (..., n) tensor is read and written through this index, and sums over n do not care
     about order); this one hides the contiguity along n from the compiler. Seen contiguous, n was split over 4 lanes
     (16-byte loads), and each step's per-channel inputs crossed to that layout through shared memory and a barrier.
     Now a thread holds all n states of its channel: C_t . h_t and G_t . B_t sum in registers, and the addresses of
     B_t, C_t are constant offsets."""
-    if _quads(NP, N):
+    QUADS: tl.constexpr = (NP == N) & (NP >= 4)
+    if QUADS:
         idx = tl.arange(0, NP) ^ 2
     elif NP > 1:
         idx = tl.arange(0, NP) ^ 1
@@ -53,12 +54,6 @@ def _lane_order(idx, BD: tl.constexpr):
     else:
         out = idx
     return out
-
-
-@triton.jit
-def _quads(NP: tl.constexpr, N: tl.constexpr):
-    """Whether B_t, C_t are read as NP / 4 128-bit words (four fp32 states each): a quarter of the load instructions."""
-    return NP == N and NP >= 4
 
 
 @triton.jit
@@ -111,16 +106,21 @@ def _chunk_combine_kernel(
 @triton.jit
 def _fwd_seq_kernel(
     u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, seq_ptr, h0_ptr, y_ptr, final_ptr, ckpt_ptr,
-    S_ptr, dec_ptr,
-    L, chunk_len, n_chunks, n_tiles,
+    S_ptr, dec_ptr, dy_ptr, lam_ptr, bdec_ptr,
+    L, chunk_len, n_chunks, n_tiles, bwd_chunk_len, bwd_n_chunks,
     D_MODEL: tl.constexpr, G: tl.constexpr, N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr,
     TT: tl.constexpr, H0_MODE: tl.constexpr, Z_ROW: tl.constexpr, HAS_Z: tl.constexpr, HAS_D: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_SEQ: tl.constexpr, WRITE_CKPT: tl.constexpr,
-    LOCAL: tl.constexpr, AHEAD: tl.constexpr,
+    LOCAL: tl.constexpr, AHEAD: tl.constexpr, BWD_LOCAL: tl.constexpr,
 ):  # fmt: skip
     """The forward as a plain recurrence: one channel per thread, its n states in registers, TT steps unrolled.
 
     LOCAL: from a zero state, writing only the chunk's end state S and decay Dec (step 1 above).
+    BWD_LOCAL (not with LOCAL; one forward chunk): y's gradient dy (b, l, d) is known already (a backward that
+    re-runs this forward), so the backward's per-chunk pieces are formed here, in the same pass as the decays:
+    for each backward chunk of bwd_chunk_len steps, lam = sum_t P_t C_t dys_t with P_t = Abar_start ... Abar_t
+    (what `_bwd_local_seq_kernel` sums from the chunk's end) and its decay P_end, into lam_ptr, bdec_ptr
+    (b, bwd_n_chunks, d, n).
     The state is a (BD, NP) tile, channels along the lanes, so C_t . h_t sums within a thread.
     """
     pid_d = tl.program_id(0)
@@ -148,6 +148,8 @@ def _fwd_seq_kernel(
         bias = tl.load(bias_ptr + offs_d).to(tl.float32)
     dsum = tl.zeros((BD,), dtype=tl.float32)
     alive = tl.full((BD,), 1.0, tl.float32)
+    lam = tl.zeros((BD, NP), dtype=tl.float32)
+    decay_run = tl.full((BD, NP), 1.0, tl.float32)
     t_start = pid_c * chunk_len
     t_stop = tl.minimum(t_start + chunk_len, L)
     zeros_d = tl.zeros((BD,), dtype=tl.int32)
@@ -164,6 +166,12 @@ def _fwd_seq_kernel(
             pu, pdt, pz, k, zeros_d + t_start + k < t_stop, D_MODEL, Z_ROW, HAS_Z, not LOCAL
         )  # fmt: skip
         ring_u, ring_dt, ring_z = ring_u + (uu_k,), ring_dt + (raw_k,), ring_z + (zz_k,)  # noqa: RUF005
+    ring_dy = ()
+    if BWD_LOCAL:
+        pdy = dy_ptr + (b64 * L + t_start) * D_MODEL + offs_d
+        for k in tl.static_range(AHEAD):
+            dy_k = tl.load(pdy + k * D_MODEL, mask=zeros_d + t_start + k < t_stop, other=0.0).to(tl.float32)
+            ring_dy = ring_dy + (dy_k,)  # noqa: RUF005
     Bt_n, Ct_n, keep_n = _group_loads(
         pB, pC, 0, seq_ptr, b64, t_start, t_stop, L, offs_n, mask_n, zeros_d, G, N, HAS_SEQ, not LOCAL,
     )  # fmt: skip
@@ -179,12 +187,16 @@ def _fwd_seq_kernel(
                 prefetch_l1(dt_ptr + row * D_MODEL + offs_d)
                 if HAS_Z and not LOCAL:
                     prefetch_l1(z_ptr + row * Z_ROW + offs_d)
+                if BWD_LOCAL:
+                    prefetch_l1(dy_ptr + row * D_MODEL + offs_d)
             # B, C rows of the next tile (each row's first line), one row per lane: in the padded rows (in bounds)
             prefetch_l1(pB + TT * G * N + bc_rows)
             if not LOCAL:
                 prefetch_l1(pC + TT * G * N + bc_rows)
         if WRITE_CKPT:
             tl.store(ckpt_ptr + (b64 * n_tiles + t0 // TT) * N * D_MODEL + offs_ck, h, mask=mask_dn)
+        if BWD_LOCAL:
+            pdy = dy_ptr + (b64 * L + t0) * D_MODEL + offs_d
         for j in tl.static_range(TT):
             t = t0 + j
             uu, raw, zz = ring_u[0], ring_dt[0], ring_z[0]
@@ -193,6 +205,10 @@ def _fwd_seq_kernel(
                 pu, pdt, pz, j + AHEAD, zeros_d + t + AHEAD < t_stop, D_MODEL, Z_ROW, HAS_Z, not LOCAL
             )  # fmt: skip
             ring_u, ring_dt, ring_z = ring_u[1:] + (uu_k,), ring_dt[1:] + (raw_k,), ring_z[1:] + (zz_k,)  # noqa: RUF005
+            if BWD_LOCAL:
+                dyy = ring_dy[0]
+                dy_k = tl.load(pdy + (j + AHEAD) * D_MODEL, mask=zeros_d + t + AHEAD < t_stop, other=0.0).to(tl.float32)
+                ring_dy = ring_dy[1:] + (dy_k,)  # noqa: RUF005
             Bt_n, Ct_n, keep_n = _group_loads(
                 pB, pC, j + 1, seq_ptr, b64, t + 1, t_stop, L, offs_n, mask_n, zeros_d, G, N, HAS_SEQ, not LOCAL,
             )  # fmt: skip
@@ -208,9 +224,22 @@ def _fwd_seq_kernel(
                 yy = tl.sum(h * Ct, axis=1)  # (BD,): within each thread
                 if HAS_D:
                     yy += Dv * uu
+                gate = tl.full((BD,), 1.0, tl.float32)
                 if HAS_Z:
-                    yy *= zz * sigmoid_fast(zz)
+                    gate = zz * sigmoid_fast(zz)
+                    yy *= gate
                 _store(py, j * D_MODEL, yy, (zeros_d + t) < t_stop)
+                if BWD_LOCAL:  # past t_stop dy is 0 and Abar 1: nothing changes
+                    decay_run = decay_run * dA
+                    lam += decay_run * (Ct * (dyy * gate)[:, None])
+        if BWD_LOCAL:
+            t_end = t0 + TT
+            if (t_end % bwd_chunk_len == 0) | (t_end >= t_stop):
+                out = (b64 * bwd_n_chunks + t0 // bwd_chunk_len) * D_MODEL * N + offs_dn
+                tl.store(lam_ptr + out, lam, mask=mask_dn)
+                tl.store(bdec_ptr + out, decay_run, mask=mask_dn)
+                lam = tl.zeros((BD, NP), dtype=tl.float32)
+                decay_run = tl.full((BD, NP), 1.0, tl.float32)
     if LOCAL:
         out = (b64 * n_chunks + pid_c) * D_MODEL * N + offs_dn
         tl.store(S_ptr + out, h, mask=mask_dn)
@@ -265,12 +294,15 @@ def _group_loads(
     """Step t's B, C (BD, NP) fp32, each channel's copy (C only with LOAD_C, else zeros), and keep (BD,): 1.0, or
     0.0 where seq_idx changes at t > 0. pB, pC point at the tile's row of the group, and step t is k rows on. B, C
     (b, L + TT, g, n) are fp32 (converted and padded once by the caller): no conversions in the loop. They are fresh
-    buffers, so with `_quads` every row of N >= 4 states starts 16-byte aligned, as a 128-bit load needs. Every thread
+    buffers, so with QUADS every row of N >= 4 states starts 16-byte aligned, as a 128-bit load needs. Every thread
     loads its own B, C (one address per state across the warp: a broadcast), so they arrive in the state's layout.
     Past t_stop they are the next rows' (zeros past L), and keep is 1: Delta is 0 there (`_delta`), so the step
     leaves the state unchanged, and nothing is stored."""
     NP: tl.constexpr = offs_n.shape[0]
-    if _quads(NP, N):
+    # B_t, C_t as NP / 4 128-bit words (four fp32 states each: a quarter of the load instructions). A constexpr, so
+    # that only the branch taken is compiled (NP / 4 is 0 below 4 states: n = 1, 2 failed to compile on the GPU)
+    QUADS: tl.constexpr = (NP == N) & (NP >= 4)
+    if QUADS:
         words = k * G * N + zeros_d[:, None] + 4 * tl.arange(0, NP // 4)[None, :]  # (BD, NP / 4): word k at 4 k
         Bt = _load_quads(pB + words)
         Ct = tl.zeros_like(Bt)

@@ -108,8 +108,20 @@ def _flags(D, z, dt_bias, seq_idx, dt_softplus):
     ), D is not None
 
 
-def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx, need_ckpt):
-    """Returns (y (b, l, d) in u's dtype, final state (b, d, n) fp32, checkpoints (b, tiles, n, d) fp32 or None)."""
+def _bwd_chunking(b: int, l: int, d: int, g: int) -> tuple[int, int]:
+    """(chunk_len, n_chunks) of the backward (`scan_bwd`)."""
+    blocks = d // _block_d(d // g, BD_BWD)
+    target = 1 if b * blocks >= BWD_UNCHUNKED_PROGRAMS else BWD_TARGET_PROGRAMS
+    return _chunking(b, l, blocks, target)
+
+
+def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx, need_ckpt, grad_hint=None):
+    """Returns (y (b, l, d) in u's dtype, final state (b, d, n) fp32, checkpoints (b, tiles, n, d) fp32 or None,
+    the backward's per-chunk pieces or None).
+
+    grad_hint (b, l, d): y's gradient, when the caller knows it before this forward (a backward that re-runs it).
+    If the forward runs in one pass and the backward will cut the sequence into chunks, the backward's local pass
+    is then done here (`_fwd_seq_kernel` BWD_LOCAL): (lam, decay) (b, chunks, d, n) fp32 for `scan_bwd`."""
     b, l, d = u.shape
     g, n = B.shape[2], B.shape[3]
     B32, C32 = _padded_fp32(B), _padded_fp32(C)
@@ -128,6 +140,10 @@ def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx,
     y = _empty(b, l, d, dtype=u.dtype, device=dev)
     final = _empty(b, d, n, dtype=torch.float32, device=dev)
     ckpt = _empty(b, n_tiles, n, d, dtype=torch.float32, device=dev) if need_ckpt else final  # (n, d): coalesced
+    local = None
+    bwd_len, bwd_nc = _bwd_chunking(b, l, d, g)
+    if grad_hint is not None and nc == 1 and bwd_nc > 1:
+        local = tuple(_empty(b, bwd_nc, d, n, dtype=torch.float32, device=dev) for _ in range(2))
     grid = (blocks, nc, b)
     common = dict(
         D_MODEL=d, G=g, N=n, NP=triton.next_power_of_2(n), BD=BD, TT=TT, AHEAD=AHEAD, HAS_D=has_D, **flags,
@@ -140,17 +156,19 @@ def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx,
         S = _empty(b, nc, d, n, dtype=torch.float32, device=dev)
         dec = _empty(b, nc, d, n, dtype=torch.float32, device=dev)
         _fwd_seq_kernel[grid](
-            u, dt, zp, B32, C32, A, Dp, bias, seq, final, y, final, final, S, dec, l, chunk_len, nc, n_tiles,
-            **common, H0_MODE=0, WRITE_CKPT=False, LOCAL=True,
+            u, dt, zp, B32, C32, A, Dp, bias, seq, final, y, final, final, S, dec, u, final, final,
+            l, chunk_len, nc, n_tiles, 1, 1, **common, H0_MODE=0, WRITE_CKPT=False, LOCAL=True, BWD_LOCAL=False,
         )  # fmt: skip
         start = _empty(b, nc, d, n, dtype=torch.float32, device=dev)
         _combine(S, dec, initial_state, start, b, nc, d * n, reverse=False)
         h0_mode = 2
+    lam, bdec = local if local is not None else (final, final)
     _fwd_seq_kernel[grid](
-        u, dt, zp, B32, C32, A, Dp, bias, seq, start, y, final, ckpt, final, final, l, chunk_len, nc, n_tiles,
-        **common, H0_MODE=h0_mode, WRITE_CKPT=need_ckpt, LOCAL=False,
+        u, dt, zp, B32, C32, A, Dp, bias, seq, start, y, final, ckpt, final, final,
+        grad_hint if local is not None else u, lam, bdec, l, chunk_len, nc, n_tiles, bwd_len, bwd_nc,
+        **common, H0_MODE=h0_mode, WRITE_CKPT=need_ckpt, LOCAL=False, BWD_LOCAL=local is not None,
     )  # fmt: skip
-    return y, final, (ckpt if need_ckpt else None)
+    return y, final, (ckpt if need_ckpt else None), local
 
 
 def _combine(S, dec, h0, out, b, nc, dn, reverse):
@@ -161,16 +179,16 @@ def _combine(S, dec, h0, out, b, nc, dn, reverse):
     )  # fmt: skip
 
 
-def scan_bwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfinal, need_dh0):
-    """Gradients (du, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_state); None where the input is absent."""
+def scan_bwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfinal, need_dh0, local=None):
+    """Gradients (du, ddt, dA, dB, dC, dD, dz, ddt_bias, dinitial_state); None where the input is absent.
+    local: the per-chunk pieces `scan_fwd` formed from this dy (grad_hint), or None: the local pass runs here."""
     b, l, d = u.shape
     g, n = B.shape[2], B.shape[3]
     B32, C32 = _padded_fp32(B), _padded_fp32(C)
     NP = triton.next_power_of_2(n)
     BD = _block_d(d // g, BD_BWD)
     blocks = d // BD
-    target = 1 if b * blocks >= BWD_UNCHUNKED_PROGRAMS else BWD_TARGET_PROGRAMS
-    chunk_len, nc = _chunking(b, l, blocks, target)
+    chunk_len, nc = _bwd_chunking(b, l, d, g)
     n_tiles = triton.cdiv(l, TT)
     dev = u.device
     f32 = torch.float32
@@ -185,12 +203,15 @@ def scan_bwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfin
     if nc == 1:
         carry, carry_mode = (dfinal, 1) if dfinal is not None else (dummy, 0)
     else:
-        Lc = _empty(b, nc, d, n, dtype=f32, device=dev)
-        dec = _empty(b, nc, d, n, dtype=f32, device=dev)
-        _bwd_local_seq_kernel[grid](
-            dt, zp, C32, A, bias, seq, dy, Lc, dec, l, chunk_len, nc,
-            **dims, TT=TT, **flags, num_warps=warps,
-        )  # fmt: skip
+        if local is not None:
+            Lc, dec = local
+        else:
+            Lc = _empty(b, nc, d, n, dtype=f32, device=dev)
+            dec = _empty(b, nc, d, n, dtype=f32, device=dev)
+            _bwd_local_seq_kernel[grid](
+                dt, zp, C32, A, bias, seq, dy, Lc, dec, l, chunk_len, nc,
+                **dims, TT=TT, **flags, num_warps=warps,
+            )  # fmt: skip
         carry = _empty(b, nc, d, n, dtype=f32, device=dev)
         _combine(Lc, dec, dfinal, carry, b, nc, d * n, reverse=True)
         carry_mode = 2
@@ -229,14 +250,20 @@ def scan_bwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, seq_idx, ckpt, dy, dfin
 
 class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, dt, A, B, C, D, z, dt_bias, initial_state, seq_idx, dt_softplus):
+    def forward(ctx, u, dt, A, B, C, D, z, dt_bias, initial_state, seq_idx, dt_softplus, grad_hint):
         need = ctx.needs_input_grad
         need_ckpt = any(need[:9])
-        y, final, ckpt = scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx, need_ckpt)
+        hint = grad_hint if need_ckpt else None
+        y, final, ckpt, local = scan_fwd(
+            u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx, need_ckpt, hint
+        )  # fmt: skip
         if need_ckpt:
             ctx.save_for_backward(u, dt, A, B, C, D, z, dt_bias, seq_idx, ckpt)
             ctx.dt_softplus = dt_softplus
             ctx.has_h0 = initial_state is not None
+            # the pieces hold only for this very gradient: the backward checks it gets the hint, unchanged
+            ctx.local = local
+            ctx.hint = _identity(hint) if local is not None else None
         ctx.set_materialize_grads(False)
         return y, final
 
@@ -248,9 +275,15 @@ class _SelectiveScanFn(torch.autograd.Function):
         dy = dy.contiguous()
         dfinal = None if dfinal is None else dfinal.contiguous()
         need_dh0 = ctx.has_h0 and ctx.needs_input_grad[8]
-        grads = scan_bwd(u, dt, A, B, C, D, z, dt_bias, ctx.dt_softplus, seq_idx, ckpt, dy, dfinal, need_dh0)
+        local = ctx.local if ctx.hint is not None and _identity(dy) == ctx.hint else None
+        grads = scan_bwd(u, dt, A, B, C, D, z, dt_bias, ctx.dt_softplus, seq_idx, ckpt, dy, dfinal, need_dh0, local)
         du, ddt, dA, dB, dC, dD, dz, dbias, dh0 = grads
-        return du, ddt, dA, dB, dC, dD, dz, dbias, dh0, None, None
+        return du, ddt, dA, dB, dC, dD, dz, dbias, dh0, None, None, None
+
+
+def _identity(t: torch.Tensor) -> tuple:
+    """Where t's values live and their version: equal for the same, unmodified tensor (or a view of it alike)."""
+    return t.data_ptr(), t._version, tuple(t.shape), t.stride(), t.dtype
 
 
 def _contiguous(t):
@@ -265,9 +298,14 @@ def _rows(z):
     return z.contiguous()
 
 
-def selective_scan_triton(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx):
-    """Same arguments and results as `selective_scan_ref`: (y in u's dtype, final state (b, d, n) fp32)."""
+def selective_scan_triton(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx, grad_hint=None):
+    """Same arguments and results as `selective_scan_ref`: (y in u's dtype, final state (b, d, n) fp32).
+    grad_hint: y's gradient, known before the forward (see `scan_fwd`); a contiguous (b, l, d) tensor or None."""
     u, dt, A, B, C, D, dt_bias, initial_state, seq_idx = [
         _contiguous(t) for t in (u, dt, A, B, C, D, dt_bias, initial_state, seq_idx)
     ]
-    return _SelectiveScanFn.apply(u, dt, A, B, C, D, _rows(z), dt_bias, initial_state, seq_idx, bool(dt_softplus))
+    if grad_hint is not None and (grad_hint.shape != u.shape or not grad_hint.is_contiguous()):
+        raise ValueError(f"grad_hint: expected a contiguous tensor of y's shape {tuple(u.shape)}")
+    return _SelectiveScanFn.apply(
+        u, dt, A, B, C, D, _rows(z), dt_bias, initial_state, seq_idx, bool(dt_softplus), grad_hint
+    )  # fmt: skip
