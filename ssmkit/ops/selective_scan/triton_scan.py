@@ -34,6 +34,10 @@ AHEAD = 4
 # (W1 fwd at b 8, L 8K, 256 blocks: 2.60 ms at 128, 2.27 at 168; at 1K, 2,048 blocks: 1.93 at 128, 1.96 at 168).
 FWD_MAXNREG = 128
 FWD_MAXNREG_FEW = 168
+# the forward that also forms the backward's chunk pieces (grad_hint) holds two more (BD, NP) tiles; it runs with
+# 256-511 programs (one pass forward, chunked backward), about 2-3 blocks per SM whatever the cap. H200, W6 fused
+# Mamba block (256 programs), two rounds: 31.16 / 30.80 ms at 168, 31.06 / 30.51 at 208, 30.43 / 30.52 at 255
+FWD_MAXNREG_BWD_LOCAL = 255
 FWD_FEW_BLOCKS_PER_SM = 3
 # backward: one warp of BD_BWD <= 32 channels per program (dB, dC are summed within the warp), the states recomputed
 # in sub-tiles of SUB steps in registers. Session 5's kernel, H200, W1 fwd+bwd at L = 1K / 64K: SUB 4: 21.8 / 25.8 ms,
@@ -163,6 +167,8 @@ def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx,
         _combine(S, dec, initial_state, start, b, nc, d * n, reverse=False)
         h0_mode = 2
     lam, bdec = local if local is not None else (final, final)
+    if local is not None and "maxnreg" in common:
+        common["maxnreg"] = max(common["maxnreg"], FWD_MAXNREG_BWD_LOCAL)
     _fwd_seq_kernel[grid](
         u, dt, zp, B32, C32, A, Dp, bias, seq, start, y, final, ckpt, final, final,
         grad_hint if local is not None else u, lam, bdec, l, chunk_len, nc, n_tiles, bwd_len, bwd_nc,
