@@ -29,7 +29,9 @@ out_proj's weight gradient, so backward re-runs the forward in stages, each free
 backward's peak memory is what this path is for:
   1. the conv output xc, without a graph (nothing of the conv is held through the scan's backward);
   2. x_proj without a graph, dt_proj and the scan with theirs, z read in place from xz (the Triton scan takes its
-     row stride); out_proj's backward by hand (two matmuls on the recomputed y), after which y is dropped; one
+     row stride). d y (out_proj's input gradient, which needs no y) comes first and goes to the scan as its
+     `grad_hint`: the Triton scan then forms its backward's per-chunk pieces during this forward instead of in a
+     pass of its own. out_proj's weight gradient by hand on the recomputed y, after which y is dropped; one
      autograd.grad to xc, x_proj's output, z and the weights, from a scalar seed that hands d y to y without
      keeping y alive; x_proj's backward by hand, its input gradient added to the scan's d xc inside the matmul;
   3. the conv's backward from xi and d xc (`causal_conv1d_grads`: on GPU the backward kernel alone, which recomputes

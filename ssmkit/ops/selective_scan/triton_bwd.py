@@ -23,7 +23,8 @@ would take 160; each lane then adds its one value into dB, dC (b, l, g, 2, n) by
 deterministic mode is on, stores it into per-channel-block partials (b, l, d / BD, 2, n), summed afterwards.
 
 `_bwd_local_seq_kernel` gives, per chunk, its own part of dL/dH_in (the adjoint leaving its start when nothing
-arrives at its end) and its decay, for the cross-chunk combine (`_chunk_combine_kernel`, run in reverse).
+arrives at its end) and its decay, for the cross-chunk combine (`_chunk_combine_kernel`, run in reverse). When the
+forward was told this dy beforehand (`grad_hint`, the fused Mamba block's recompute), it formed them already.
 """
 
 from __future__ import annotations
