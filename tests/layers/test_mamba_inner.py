@@ -14,6 +14,7 @@ from ssmkit.layers.mamba import Mamba, MambaConfig
 from ssmkit.layers.mamba2 import Mamba2, Mamba2Config
 from tests.layers.mixer_checks import check_step_equals_forward
 from tests.rules import assert_by_rule, grads
+from tests.scan_chunks import one_pass_forward_chunked_backward
 
 
 def make_layer(d_model=16, **kw):
@@ -176,16 +177,7 @@ def test_fused_triton_backward_takes_the_scan_pieces_from_the_recompute(fresh_tr
     pytest.importorskip("triton")
     from ssmkit.ops.selective_scan import triton_scan
 
-    monkeypatch.setattr(triton_scan, "FWD_UNCHUNKED_PROGRAMS", 1)
-    monkeypatch.setattr(triton_scan, "BWD_UNCHUNKED_PROGRAMS", 1 << 30)
-    monkeypatch.setattr(triton_scan, "BWD_TARGET_PROGRAMS", 1 << 20)  # 16-step backward chunks
-    kernel, launches = triton_scan._bwd_local_seq_kernel, []
-
-    class Spy:
-        def __getitem__(self, grid):
-            return lambda *a, **kw: launches.append(grid) or kernel[grid](*a, **kw)
-
-    monkeypatch.setattr(triton_scan, "_bwd_local_seq_kernel", Spy())
+    launches = one_pass_forward_chunked_backward(triton_scan, monkeypatch)
     layer, x = make_layer(backend="triton"), torch.randn(1, 40, 16, requires_grad=True)
     layer(x)[0].sum().backward()
     assert launches == []

@@ -14,6 +14,7 @@ from ssmkit.ops import _backend
 from ssmkit.ops.selective_scan import selective_scan
 from tests.buffers import nan_empty
 from tests.rules import assert_by_rule
+from tests.scan_chunks import one_pass_forward_chunked_backward
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
@@ -160,16 +161,7 @@ def test_z_view_of_xz_is_read_in_place(monkeypatch):
 def test_gradient_hint_does_the_backward_local_pass_in_the_forward(nan_outputs, monkeypatch, packed):
     """Told y's gradient, a one-pass forward forms the chunked backward's per-chunk pieces itself: the backward's
     local pass does not run, and every gradient is as without the hint. Another gradient than the hint: it runs."""
-    monkeypatch.setattr(nan_outputs, "FWD_UNCHUNKED_PROGRAMS", 1)
-    monkeypatch.setattr(nan_outputs, "BWD_UNCHUNKED_PROGRAMS", 1 << 30)
-    monkeypatch.setattr(nan_outputs, "BWD_TARGET_PROGRAMS", 1 << 20)  # 16-step backward chunks
-    kernel, launches = nan_outputs._bwd_local_seq_kernel, []
-
-    class Spy:
-        def __getitem__(self, grid):
-            return lambda *a, **kw: launches.append(grid) or kernel[grid](*a, **kw)
-
-    monkeypatch.setattr(nan_outputs, "_bwd_local_seq_kernel", Spy())
+    launches = one_pass_forward_chunked_backward(nan_outputs, monkeypatch)
     lengths = [5, 20, 1, 14]
     seq_idx = torch.cat([torch.full((k,), i) for i, k in enumerate(lengths)])[None].to(DEVICE) if packed else None
     inputs = make_inputs(1, sum(lengths), 8, 4, 2)
