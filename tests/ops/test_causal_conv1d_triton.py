@@ -221,7 +221,7 @@ def test_grads_from_x_alone(needs, dtype, kernels):
     # the forward, bit for bit (the same kernel), None where not asked for; x a strided slice of a wider tensor
     b, l, d, w = 2, 19, 6, 4
     inputs = make_inputs(b, l, d, w, state=False, seed=13)
-    wide = torch.randn(b, l, 2 * d, generator=torch.Generator().manual_seed(6), device=DEVICE).to(dtype)
+    wide = torch.randn(b, l, 2 * d, generator=torch.Generator().manual_seed(6)).to(DEVICE, dtype)
     wide[..., :d] = inputs["x"].to(dtype)
     x = wide[..., :d]
     weight, bias = inputs["weight"].float(), inputs["bias"].float()
@@ -260,11 +260,11 @@ def test_strided_rows_read_in_place(w, kernels):
     # stride; values and gradients equal those from a contiguous copy, bit for bit (the same arithmetic)
     b, l, d = 2, 23, 6
     inputs = make_inputs(b, l, d, w, bias=True, state=True, seed=12)
-    wide = torch.randn(b, l, 2 * d + 3, generator=torch.Generator().manual_seed(5))
+    wide = torch.randn(b, l, 2 * d + 3, generator=torch.Generator().manual_seed(5)).to(DEVICE)
     wide[..., 1 : d + 1] = inputs["x"].float()
     seq_idx = packed([[9, 14], [23]])
     args = dict(bias=inputs["bias"].float(), activation="silu", initial_state=inputs["initial_state"].float())
-    seeds = [torch.randn(b, l, d), torch.randn(b, d, w - 1)]
+    seeds = [torch.randn(b, l, d, device=DEVICE), torch.randn(b, d, w - 1, device=DEVICE)]
     got = []
     for strided in (True, False):
         leaf = wide.clone().requires_grad_()
