@@ -144,10 +144,11 @@ def scan_fwd(u, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, seq_idx,
     y = _empty(b, l, d, dtype=u.dtype, device=dev)
     final = _empty(b, d, n, dtype=torch.float32, device=dev)
     ckpt = _empty(b, n_tiles, n, d, dtype=torch.float32, device=dev) if need_ckpt else final  # (n, d): coalesced
-    local = None
-    bwd_len, bwd_nc = _bwd_chunking(b, l, d, g)
-    if grad_hint is not None and nc == 1 and bwd_nc > 1:
-        local = tuple(_empty(b, bwd_nc, d, n, dtype=torch.float32, device=dev) for _ in range(2))
+    local, bwd_len, bwd_nc = None, 1, 1  # (1, 1) unused: no compile variants of the plain forward from them
+    if grad_hint is not None and nc == 1:
+        bwd_len, bwd_nc = _bwd_chunking(b, l, d, g)
+        if bwd_nc > 1:
+            local = tuple(_empty(b, bwd_nc, d, n, dtype=torch.float32, device=dev) for _ in range(2))
     grid = (blocks, nc, b)
     common = dict(
         D_MODEL=d, G=g, N=n, NP=triton.next_power_of_2(n), BD=BD, TT=TT, AHEAD=AHEAD, HAS_D=has_D, **flags,
