@@ -364,10 +364,11 @@ def _bwd_dbc_kernel(
         dE = tl.load(dend_ptr + state, mask=pn_mask, other=0.0)  # (BP, BN)
         S_in = tl.load(enter_ptr + state, mask=pn_mask, other=0.0)
         xw = xr.to(tl.float32) * w[:, None]
-        if LOW:  # 16-bit inputs: x dt w and dy e rounded to x's dtype (the fp32 states in two parts, _dot_hilo)
+        if LOW:  # 16-bit inputs: x dt w rounded to x's dtype, the fp32 states in two parts (_dot_hilo)
             dB += _dot_hilo(_round_to(xw, xr.dtype, UPCAST), dE, PREC, UPCAST)
-            dyw = _round_to(dyr.to(tl.float32), xr.dtype, UPCAST)
-            Y = _dot_hilo(dyw, S_in, PREC, UPCAST) * e[:, None]  # (BR, BN): e_r dy_r S_in
+            # dy as it comes: with the silu(z) gate it is fp32 (then tf32, as in dx); rounded to bf16 here, dA and
+            # d dt_bias reached 1.46x the tolerance rule's bound (seed sweep of test_bf16_full)
+            Y = _dot_hilo(dyr, S_in, PREC, UPCAST) * e[:, None]  # (BR, BN): e_r dy_r S_in
         else:
             dB += _dot32(xw, dE, PREC)
             Y = _dot32(dyr, S_in, PREC) * e[:, None]
