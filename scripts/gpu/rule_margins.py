@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from ssmkit.ops.ssd import triton_fused
 from tests.ops.test_ssd_triton import NAMES, Case, make_inputs, options, run, seeds_for
-from tests.rules import FLOOR, max_err
+from tests.rules import max_err, rule_bound
 
 W2_HEADS = Case(b=1, h=64, p=64, g=1, n=128, D="head", z=False, softplus=True, init=False)
 PATH_MIN_PROGRAMS = {"fused": 0, "staged": 2**62}  # triton_fused.FUSED_MIN_PROGRAMS for each forward path
@@ -45,8 +45,7 @@ def ratios(case: Case, l: int, chunk: int, seed: int, path: str, device: str) ->
     for name, (got, want, ref) in pairs.items():
         if got.dtype == torch.float32:  # fp32 states are judged at bf16, as in the tests
             got, want = got.to(dtype), want.to(dtype)
-        bound = 2 * max_err(want, ref) + FLOOR[got.dtype] * max(1.0, ref.abs().max().item())
-        out[name] = max_err(got, ref) / bound
+        out[name] = max_err(got, ref) / rule_bound(max_err(want, ref), ref, got.dtype)
     return out
 
 
