@@ -11,11 +11,13 @@ triton_bwd (dCB, dx, dB, dC, d dt, d cum) -> triton_cumsum backward (d dt throug
 d dt_bias).
 
 Matmul operands are in x's dtype: bf16 / fp16 on the tensor cores, fp32 as exact fp32 products ("ieee"). With
-16-bit inputs every product with an fp32 operand (the scores M, x dt w, states, dCB, the backward's scores) splits
-it into two bf16 parts (_dot_hilo; fp16: tf32): rounded once, the errors sum up past the tolerance rule (d dt_bias
-and dA, final_state at p = 128, n = 256) or close to it (y at W2's size). The state, the decays and every
-accumulation are fp32. With fp32 inputs the cumulative decay is summed in fp64 and kept as two fp32 numbers
-(triton_cumsum), so the fp32 path is as accurate as the fp32 reference.
+16-bit inputs the products with an fp32 operand whose rounding the tolerance rule sees (the scores M, x dt w in the
+state steps, dCB, the backward's scores) split it into two bf16 parts (_dot_hilo; fp16: tf32): rounded once, the
+errors sum up past the rule (d dt_bias and dA, final_state at p = 128, n = 256) or close to it (y at W2's size).
+Four products of a state with C, B or dy round the state once (_dot_once): the forward's C_t S, dx's B dE, and
+dB's and dC's state terms; there the rule's margins did not move (scripts/gpu/ssd_notes.md, sessions 16-17). The
+state, the decays and every accumulation are fp32. With fp32 inputs the cumulative decay is summed in fp64 and kept
+as two fp32 numbers (triton_cumsum), so the fp32 path is as accurate as the fp32 reference.
 """
 
 from __future__ import annotations

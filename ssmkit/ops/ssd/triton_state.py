@@ -80,6 +80,19 @@ def _dot_hilo(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
     return out
 
 
+@triton.jit
+def _dot_once(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """a @ b with the fp32 operand rounded once to bf16 (one product): for the sites that keep the tolerance rule
+    without a second part (scripts/gpu/ssd_notes.md, sessions 16-17)."""
+    if a.dtype == tl.float32 and b.dtype == tl.bfloat16:
+        out = _dot(_round_to(a, tl.bfloat16, UPCAST), b, PREC, UPCAST)
+    elif a.dtype == tl.bfloat16 and b.dtype == tl.float32:
+        out = _dot(a, _round_to(b, tl.bfloat16, UPCAST), PREC, UPCAST)
+    else:
+        out = _dot32(a, b, PREC)
+    return out
+
+
 def upcast_dots(dtype: torch.dtype) -> bool:
     return dtype != torch.float32 and os.environ.get("TRITON_INTERPRET") == "1"
 
