@@ -11,10 +11,13 @@ the lengths run without running out of memory and index right, not a timing benc
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import torch
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from ssmkit.ops.selective_scan import selective_scan
 from ssmkit.ops.ssd import ssd, triton_fused
 
