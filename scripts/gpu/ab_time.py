@@ -17,8 +17,7 @@ sys.path.insert(0, os.getcwd())  # the tree under test, not the one this script 
 
 
 def main() -> None:
-    from ssmkit.bench.gpu import GpuPeers, check_lengths, require_cuda
-    from ssmkit.bench.gpu import cases_for as _cases_for
+    from ssmkit.bench.gpu import GpuPeers, cases_for, check_lengths, require_cuda
     from ssmkit.bench.gpu.ceilings import measure
     from ssmkit.bench.gpu.common import DeviceTimer, run_case
 
@@ -35,7 +34,7 @@ def main() -> None:
     ceilings = measure(timer)
     peers = GpuPeers(None, enabled=False)
     for workload in args.workload:
-        for case in _cases_for(workload, args.lengths, peers):
+        for case in cases_for(workload, args.lengths, peers):
             if not case.impl.startswith(args.impl) or (args.mode and case.mode != args.mode):
                 continue
             row = run_case(case, timer, ceilings)
