@@ -63,34 +63,41 @@ def _round_to(v, DTYPE: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _dot_hilo(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
-    """a @ b where one operand is fp32 (a sum: states, decay-weighted scores) and the other bf16: the fp32 one as the
-    sum of two bf16 parts, hi + lo, each product on the bf16 tensor cores (16 bits of its mantissa kept, against
-    tf32's 11, at the cost of two bf16 products, one tf32 product's worth). Other dtypes: _dot32."""
+def _dot_parts(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr, TWO: tl.constexpr):
+    """a @ b where one operand is fp32 (a sum: states, decay-weighted scores) and the other bf16: the fp32 one rounded
+    to bf16 (hi) and, with TWO, also its remainder (lo = bf16(v - hi)), each part one product on the bf16 tensor
+    cores. Two parts keep 16 bits of its mantissa, against tf32's 11, at one tf32 product's cost. Other dtypes:
+    _dot32."""
     if a.dtype == tl.float32 and b.dtype == tl.bfloat16:
         hi = _round_to(a, tl.bfloat16, UPCAST)
-        lo = _round_to(a - hi.to(tl.float32), tl.bfloat16, UPCAST)
-        out = _dot(hi, b, PREC, UPCAST) + _dot(lo, b, PREC, UPCAST)
+        if TWO:
+            lo = _round_to(a - hi.to(tl.float32), tl.bfloat16, UPCAST)
+            out = _dot(hi, b, PREC, UPCAST) + _dot(lo, b, PREC, UPCAST)
+        else:
+            out = _dot(hi, b, PREC, UPCAST)
     elif a.dtype == tl.bfloat16 and b.dtype == tl.float32:
         hi = _round_to(b, tl.bfloat16, UPCAST)
-        lo = _round_to(b - hi.to(tl.float32), tl.bfloat16, UPCAST)
-        out = _dot(a, hi, PREC, UPCAST) + _dot(a, lo, PREC, UPCAST)
+        if TWO:
+            lo = _round_to(b - hi.to(tl.float32), tl.bfloat16, UPCAST)
+            out = _dot(a, hi, PREC, UPCAST) + _dot(a, lo, PREC, UPCAST)
+        else:
+            out = _dot(a, hi, PREC, UPCAST)
     else:
         out = _dot32(a, b, PREC)
     return out
 
 
 @triton.jit
+def _dot_hilo(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """a @ b with the fp32 operand in two bf16 parts (_dot_parts): the products whose rounding the rule sees."""
+    return _dot_parts(a, b, PREC, UPCAST, True)
+
+
+@triton.jit
 def _dot_once(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
     """a @ b with the fp32 operand rounded once to bf16 (one product): for the sites that keep the tolerance rule
     without a second part (scripts/gpu/ssd_notes.md, sessions 16-17)."""
-    if a.dtype == tl.float32 and b.dtype == tl.bfloat16:
-        out = _dot(_round_to(a, tl.bfloat16, UPCAST), b, PREC, UPCAST)
-    elif a.dtype == tl.bfloat16 and b.dtype == tl.float32:
-        out = _dot(a, _round_to(b, tl.bfloat16, UPCAST), PREC, UPCAST)
-    else:
-        out = _dot32(a, b, PREC)
-    return out
+    return _dot_parts(a, b, PREC, UPCAST, False)
 
 
 def upcast_dots(dtype: torch.dtype) -> bool:
